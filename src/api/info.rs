@@ -1,0 +1,61 @@
+//! Library-wide exports: version, status texts, the thread's last OS error.
+
+use std::ffi::c_char;
+
+use crate::panic::ffi_boundary;
+use crate::status::{self, sock_status};
+
+/// Major version of this header; equals the first number of `sock_version()`.
+pub const SOCK_VERSION_MAJOR: u32 = 0;
+/// Minor version of this header.
+pub const SOCK_VERSION_MINOR: u32 = 1;
+/// Patch version of this header.
+pub const SOCK_VERSION_PATCH: u32 = 0;
+
+/// The library's version, "MAJOR.MINOR.PATCH"; a static string, never NULL.
+#[no_mangle]
+pub extern "C" fn sock_version() -> *const c_char {
+    ffi_boundary! {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    }
+}
+
+/// A short English text for a status code; a static string, never NULL
+/// (unknown codes get "unknown status code").
+#[no_mangle]
+pub extern "C" fn sock_strerror(status: sock_status) -> *const c_char {
+    ffi_boundary! {
+        status::status_text(status).as_ptr().cast()
+    }
+}
+
+/// The errno of this thread's last failed OS call inside libsock, 0 if none;
+/// for diagnostics next to a status such as `SOCK_SOCKET_ERROR`.
+#[no_mangle]
+pub extern "C" fn sock_os_error() -> i32 {
+    ffi_boundary! {
+        status::last_os_error()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    #[test]
+    fn version_matches_cargo_and_header_macros() {
+        // SAFETY: sock_version returns a static NUL-terminated string.
+        let v = unsafe { CStr::from_ptr(sock_version()) }.to_str().unwrap();
+        assert_eq!(v, env!("CARGO_PKG_VERSION"));
+        let expected = format!("{SOCK_VERSION_MAJOR}.{SOCK_VERSION_MINOR}.{SOCK_VERSION_PATCH}");
+        assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn strerror_is_never_null() {
+        for s in [0, -1, 10038, 777, i32::MAX] {
+            assert!(!sock_strerror(s).is_null());
+        }
+    }
+}

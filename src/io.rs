@@ -1,0 +1,308 @@
+//! Blocking-path I/O: send-all over a gather list, datagram sends, and
+//! receives, honouring the socket's blocking mode and timeouts.
+//!
+//! Every send holds the socket's turn (`sendq`) for its whole duration, so
+//! the bytes of concurrent calls never interleave; every system call uses
+//! `MSG_NOSIGNAL` (no SIGPIPE) and `MSG_DONTWAIT` (waiting is done by
+//! `Socket::wait`, within one deadline for the whole call).
+
+use std::ffi::c_void;
+
+use socket2::SockAddr;
+
+use crate::socket::{Kind, Socket, State};
+use crate::status::{
+    Error, Result, SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
+    SOCK_NOT_CONNECTED, SOCK_OPERATION_ABORTED, SOCK_WOULD_BLOCK,
+};
+use crate::wait::Deadline;
+
+/// No flags.
+pub const SOCK_MSG_NONE: i32 = 0;
+/// Out-of-band data (MSG_OOB); send and receive.
+pub const SOCK_MSG_OOB: i32 = 1;
+/// Receive only: look at the data without consuming it (MSG_PEEK).
+pub const SOCK_MSG_PEEK: i32 = 2;
+/// Send only: bypass routing, send to directly connected hosts (MSG_DONTROUTE).
+pub const SOCK_MSG_DONT_ROUTE: i32 = 4;
+
+/// One segment of a gather list: `len` bytes at `data`. Same layout as `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(non_camel_case_types)]
+pub struct sock_buf {
+    /// The bytes; may be NULL only when `len` is 0.
+    pub data: *const c_void,
+    /// Number of bytes at `data`.
+    pub len: usize,
+}
+
+// `sock_buf` arrays are handed to the kernel as `iovec` arrays.
+const _: () = assert!(std::mem::size_of::<sock_buf>() == std::mem::size_of::<libc::iovec>());
+const _: () = assert!(std::mem::align_of::<sock_buf>() == std::mem::align_of::<libc::iovec>());
+
+/// Linux's limit on segments per `sendmsg` (UIO_MAXIOV).
+pub(crate) const IOV_MAX: usize = 1024;
+/// Segments copied to the stack when a send resumes inside a segment.
+const RESUME_WINDOW: usize = 64;
+
+/// Validates `sock_send` flags and turns them into OS flags.
+pub fn send_flags(flags: i32) -> Result<libc::c_int> {
+    if flags & !(SOCK_MSG_OOB | SOCK_MSG_DONT_ROUTE) != 0 {
+        return Err(Error::new(SOCK_INVALID_ARGUMENT));
+    }
+    let mut os = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    if flags & SOCK_MSG_OOB != 0 {
+        os |= libc::MSG_OOB;
+    }
+    if flags & SOCK_MSG_DONT_ROUTE != 0 {
+        os |= libc::MSG_DONTROUTE;
+    }
+    Ok(os)
+}
+
+/// Validates `sock_recv` flags and turns them into OS flags.
+pub fn recv_flags(flags: i32) -> Result<libc::c_int> {
+    if flags & !(SOCK_MSG_OOB | SOCK_MSG_PEEK) != 0 {
+        return Err(Error::new(SOCK_INVALID_ARGUMENT));
+    }
+    let mut os = libc::MSG_DONTWAIT;
+    if flags & SOCK_MSG_OOB != 0 {
+        os |= libc::MSG_OOB;
+    }
+    if flags & SOCK_MSG_PEEK != 0 {
+        os |= libc::MSG_PEEK;
+    }
+    Ok(os)
+}
+
+/// One send system call: `send` for the common single-segment case,
+/// `sendmsg` otherwise.
+fn send_once(
+    sock: &Socket,
+    iov: &[libc::iovec],
+    to: Option<&SockAddr>,
+    flags: libc::c_int,
+) -> Result<usize> {
+    let n = if let ([one], None) = (iov, to) {
+        // SAFETY: the segment describes `iov_len` readable bytes (checked
+        // by the caller at the ABI boundary).
+        unsafe { libc::send(sock.fd(), one.iov_base, one.iov_len, flags) }
+    } else {
+        // SAFETY: msghdr is plain old data; all-zero means "no fields set".
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        if let Some(addr) = to {
+            msg.msg_name = addr.as_ptr() as *mut c_void;
+            msg.msg_namelen = addr.len();
+        }
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len();
+        // SAFETY: `msg` points at the caller's valid segments and address,
+        // which outlive the call; the kernel only reads them.
+        unsafe { libc::sendmsg(sock.fd(), &msg, flags) }
+    };
+    if n < 0 {
+        Err(Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sends the gather list `bufs` (`total` bytes) on `sock`, to `to` when
+/// given (datagram sockets). Returns the outcome and the bytes handed to
+/// the kernel, which is meaningful on error too.
+pub fn send(
+    sock: &Socket,
+    bufs: &[libc::iovec],
+    total: usize,
+    os_flags: libc::c_int,
+    to: Option<&SockAddr>,
+) -> (Result<()>, usize) {
+    match sock.kind {
+        Kind::Stream if !matches!(sock.state(), State::Connected | State::Connecting) => {
+            return (Err(Error::new(SOCK_NOT_CONNECTED)), 0);
+        }
+        Kind::Dgram if to.is_none() && sock.state() != State::Connected => {
+            return (Err(Error::new(SOCK_DESTINATION_ADDRESS_REQUIRED)), 0);
+        }
+        Kind::Dgram if bufs.len() > IOV_MAX => return (Err(Error::new(SOCK_MESSAGE_SIZE)), 0),
+        Kind::Stream if total == 0 => return (Ok(()), 0),
+        _ => {}
+    }
+    let deadline = Deadline::after_ms(sock.options.send_timeout_ms());
+    let turn = if sock.options.blocking() {
+        sock.sendq.acquire(deadline, sock.closed_flag())
+    } else {
+        sock.sendq.try_acquire()
+    };
+    let _turn = match turn {
+        Ok(t) => t,
+        Err(e) => return (Err(e), 0),
+    };
+    match sock.kind {
+        Kind::Stream => send_all(sock, bufs, os_flags, deadline),
+        Kind::Dgram => match send_datagram(sock, bufs, to, os_flags, deadline) {
+            Ok(n) => (Ok(()), n),
+            Err(e) => (Err(e), 0),
+        },
+    }
+}
+
+fn send_datagram(
+    sock: &Socket,
+    bufs: &[libc::iovec],
+    to: Option<&SockAddr>,
+    os_flags: libc::c_int,
+    deadline: Deadline,
+) -> Result<usize> {
+    loop {
+        match send_once(sock, bufs, to, os_flags) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.errno == libc::EINTR => {}
+            Err(e) if e.errno == libc::EAGAIN => sock.wait(libc::POLLOUT, deadline)?,
+            Err(e) => return Err(sock.fail(e)),
+        }
+    }
+}
+
+/// Stream send-all: retries short writes and EINTR, waits for room within
+/// the deadline, and in non-blocking mode stops when the kernel is full.
+fn send_all(
+    sock: &Socket,
+    bufs: &[libc::iovec],
+    os_flags: libc::c_int,
+    deadline: Deadline,
+) -> (Result<()>, usize) {
+    let mut sent = 0usize;
+    let (mut index, mut offset) = (0usize, 0usize);
+    loop {
+        while index < bufs.len() && offset == bufs[index].iov_len {
+            index += 1;
+            offset = 0;
+        }
+        if index == bufs.len() {
+            return (Ok(()), sent);
+        }
+        let result = if offset == 0 {
+            let end = bufs.len().min(index + IOV_MAX);
+            send_once(sock, &bufs[index..end], None, os_flags)
+        } else {
+            // Resume inside a segment: a short window of copied segments,
+            // the first one advanced past what already went.
+            let mut window = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; RESUME_WINDOW];
+            let count = (bufs.len() - index).min(RESUME_WINDOW);
+            window[..count].copy_from_slice(&bufs[index..index + count]);
+            // SAFETY: offset < iov_len, so the advanced pointer stays inside
+            // the caller's segment.
+            window[0].iov_base = unsafe { window[0].iov_base.cast::<u8>().add(offset) }.cast();
+            window[0].iov_len -= offset;
+            send_once(sock, &window[..count], None, os_flags)
+        };
+        match result {
+            Ok(mut n) => {
+                sent += n;
+                while n > 0 {
+                    let left = bufs[index].iov_len - offset;
+                    if n >= left {
+                        n -= left;
+                        index += 1;
+                        offset = 0;
+                    } else {
+                        offset += n;
+                        n = 0;
+                    }
+                }
+            }
+            Err(e) if e.errno == libc::EINTR => {}
+            Err(e) if e.errno == libc::EAGAIN => match sock.wait(libc::POLLOUT, deadline) {
+                Ok(()) => {}
+                // Non-blocking mode: what fit is a success.
+                Err(e) if e.status == SOCK_WOULD_BLOCK && sent > 0 => return (Ok(()), sent),
+                Err(e) => return (Err(e), sent),
+            },
+            Err(e) => return (Err(sock.fail(e)), sent),
+        }
+    }
+}
+
+/// What one receive got.
+pub struct Received {
+    pub len: usize,
+    /// The datagram was longer than the buffer; `len` bytes of it were kept.
+    pub truncated: bool,
+    /// The sender's address, when asked for and known.
+    pub from: Option<SockAddr>,
+}
+
+/// Receives into `buf` (`cap` bytes), waiting per the blocking mode and
+/// the receive timeout. `want_from` asks for the sender's address.
+pub fn recv(
+    sock: &Socket,
+    buf: *mut u8,
+    cap: usize,
+    os_flags: libc::c_int,
+    want_from: bool,
+) -> Result<Received> {
+    let deadline = Deadline::after_ms(sock.options.recv_timeout_ms());
+    loop {
+        let result = if sock.kind == Kind::Stream && !want_from {
+            // SAFETY: the caller checked `buf` is valid for `cap` bytes of writes.
+            let n = unsafe { libc::recv(sock.fd(), buf.cast(), cap, os_flags) };
+            if n < 0 {
+                Err(Error::last_os_error())
+            } else {
+                Ok(Received {
+                    len: n as usize,
+                    truncated: false,
+                    from: None,
+                })
+            }
+        } else {
+            recv_msg(sock, buf, cap, os_flags)
+        };
+        match result {
+            Ok(r) if r.len == 0 && sock.kind == Kind::Stream && sock.is_closed() => {
+                return Err(Error::new(SOCK_OPERATION_ABORTED));
+            }
+            Ok(r) => return Ok(r),
+            Err(e) if e.errno == libc::EINTR => {}
+            Err(e) if e.errno == libc::EAGAIN => sock.wait(libc::POLLIN, deadline)?,
+            Err(e) => return Err(sock.fail(e)),
+        }
+    }
+}
+
+fn recv_msg(sock: &Socket, buf: *mut u8, cap: usize, os_flags: libc::c_int) -> Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.cast(),
+        iov_len: cap,
+    };
+    // SAFETY: msghdr is plain old data; all-zero means "no fields set".
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: try_init hands us storage for any socket address and its
+    // length; recvmsg writes at most that many bytes and reports the
+    // length it wrote, which we pass back.
+    let result = unsafe {
+        SockAddr::try_init(|storage, len| {
+            msg.msg_name = storage.cast();
+            msg.msg_namelen = *len;
+            let n = libc::recvmsg(sock.fd(), &mut msg, os_flags);
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            *len = msg.msg_namelen;
+            Ok(n as usize)
+        })
+    };
+    let (len, from) = result.map_err(Error::from)?;
+    Ok(Received {
+        len,
+        truncated: sock.kind == Kind::Dgram && msg.msg_flags & libc::MSG_TRUNC != 0,
+        from: (from.len() > 0).then_some(from),
+    })
+}

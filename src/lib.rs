@@ -1,0 +1,34 @@
+//! libsock: a Winsock/.NET-style socket handle API for C.
+//!
+//! The C header `include/sock.h` is generated from this crate by cbindgen.
+//! Module map: `handle` (the handle table), `status` (codes and errno
+//! mapping), `address` (address text), `options`, `socket` (one socket and
+//! its life cycle), `sendq` (a socket's send queue), `io` (the blocking
+//! path), `wait` (deadlines and readiness), `api` (the `extern "C"`
+//! surface), `panic` and `ffi` (the ABI boundary's helpers).
+#![allow(non_camel_case_types)]
+
+mod ffi;
+mod panic;
+mod sync;
+
+pub mod address;
+pub mod api;
+pub mod handle;
+pub mod io;
+pub mod options;
+pub mod sendq;
+pub mod socket;
+pub mod status;
+pub mod wait;
+
+pub use address::SOCK_ADDRESS_MAX_LEN;
+pub use api::*;
+pub use handle::{sock_handle, SOCK_INVALID_HANDLE};
+pub use io::{sock_buf, SOCK_MSG_DONT_ROUTE, SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_PEEK};
+pub use options::*;
+pub use socket::{
+    SOCK_FAMILY_INET, SOCK_FAMILY_INET6, SOCK_FAMILY_UNIX, SOCK_SHUT_BOTH, SOCK_SHUT_RECV,
+    SOCK_SHUT_SEND, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM,
+};
+pub use status::*;

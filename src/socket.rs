@@ -1,0 +1,305 @@
+//! One socket inside the library: the OS socket, what kind it is, its
+//! connection state, its options and its send queue; and its life cycle
+//! (create, bind, listen, accept, connect, shutdown, close).
+//!
+//! The OS descriptor is always non-blocking (and close-on-exec); the
+//! library implements blocking mode itself (see `wait`). The descriptor is
+//! closed when the last reference to the `Socket` drops, so an operation
+//! still running on another thread when `sock_close` is called never
+//! touches a descriptor number that the OS has reused.
+
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Type};
+
+use crate::options::Options;
+use crate::sendq::SendQueue;
+use crate::status::{
+    Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IN_PROGRESS, SOCK_OPERATION_ABORTED,
+    SOCK_WOULD_BLOCK,
+};
+use crate::wait::{wait_fd, Deadline};
+
+/// `sock_socket` family: IPv4.
+pub const SOCK_FAMILY_INET: i32 = 1;
+/// `sock_socket` family: IPv6 (dual stack: IPv4 addresses map to ::ffff:a.b.c.d).
+pub const SOCK_FAMILY_INET6: i32 = 2;
+/// `sock_socket` family: Unix domain ("unix:/path" addresses).
+pub const SOCK_FAMILY_UNIX: i32 = 3;
+/// `sock_socket` type: a byte stream (TCP for IP families).
+pub const SOCK_TYPE_STREAM: i32 = 1;
+/// `sock_socket` type: datagrams (UDP for IP families).
+pub const SOCK_TYPE_DGRAM: i32 = 2;
+/// `sock_shutdown` how: no more receiving.
+pub const SOCK_SHUT_RECV: i32 = 0;
+/// `sock_shutdown` how: no more sending (the peer sees end of stream).
+pub const SOCK_SHUT_SEND: i32 = 1;
+/// `sock_shutdown` how: both.
+pub const SOCK_SHUT_BOTH: i32 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Inet,
+    Inet6,
+    Unix,
+}
+
+impl Family {
+    pub fn from_c(value: i32) -> Result<Family> {
+        match value {
+            SOCK_FAMILY_INET => Ok(Family::Inet),
+            SOCK_FAMILY_INET6 => Ok(Family::Inet6),
+            SOCK_FAMILY_UNIX => Ok(Family::Unix),
+            _ => Err(Error::new(SOCK_INVALID_ARGUMENT)),
+        }
+    }
+
+    pub fn os_domain(self) -> libc::c_int {
+        match self {
+            Family::Inet => libc::AF_INET,
+            Family::Inet6 => libc::AF_INET6,
+            Family::Unix => libc::AF_UNIX,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Stream,
+    Dgram,
+}
+
+impl Kind {
+    pub fn from_c(value: i32) -> Result<Kind> {
+        match value {
+            SOCK_TYPE_STREAM => Ok(Kind::Stream),
+            SOCK_TYPE_DGRAM => Ok(Kind::Dgram),
+            _ => Err(Error::new(SOCK_INVALID_ARGUMENT)),
+        }
+    }
+
+    pub fn os_type(self) -> libc::c_int {
+        match self {
+            Kind::Stream => libc::SOCK_STREAM,
+            Kind::Dgram => libc::SOCK_DGRAM,
+        }
+    }
+}
+
+/// Where a socket is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Fresh = 0,
+    Listening = 1,
+    Connecting = 2,
+    Connected = 3,
+}
+
+pub struct Socket {
+    os: socket2::Socket,
+    pub family: Family,
+    pub kind: Kind,
+    state: AtomicU8,
+    closed: AtomicBool,
+    pub options: Options,
+    pub sendq: SendQueue,
+}
+
+impl Socket {
+    fn from_os(os: socket2::Socket, family: Family, kind: Kind, state: State) -> Socket {
+        Socket {
+            os,
+            family,
+            kind,
+            state: AtomicU8::new(state as u8),
+            closed: AtomicBool::new(false),
+            options: Options::default(),
+            sendq: SendQueue::default(),
+        }
+    }
+
+    /// A new non-blocking, close-on-exec OS socket.
+    pub fn open(family: Family, kind: Kind) -> Result<Socket> {
+        let ty = Type::from(kind.os_type()).nonblocking();
+        let os = socket2::Socket::new(Domain::from(family.os_domain()), ty, None)?;
+        Ok(Socket::from_os(os, family, kind, State::Fresh))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.os.as_raw_fd()
+    }
+
+    pub fn os(&self) -> &socket2::Socket {
+        &self.os
+    }
+
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            1 => State::Listening,
+            2 => State::Connecting,
+            3 => State::Connected,
+            _ => State::Fresh,
+        }
+    }
+
+    fn set_state(&self, state: State) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn closed_flag(&self) -> &AtomicBool {
+        &self.closed
+    }
+
+    /// The error to report for a failed call: `SOCK_OPERATION_ABORTED` when
+    /// the socket was closed under it, else the call's own error.
+    pub fn fail(&self, err: Error) -> Error {
+        if self.is_closed() {
+            Error::new(SOCK_OPERATION_ABORTED)
+        } else {
+            err
+        }
+    }
+
+    /// Blocks (as the socket's mode allows) until `events` or the deadline.
+    /// In non-blocking mode it returns `SOCK_WOULD_BLOCK` at once.
+    pub fn wait(&self, events: libc::c_short, deadline: Deadline) -> Result<()> {
+        if !self.options.blocking() {
+            return Err(Error::new(SOCK_WOULD_BLOCK));
+        }
+        wait_fd(self.fd(), events, deadline).map_err(|e| self.fail(e))?;
+        if self.is_closed() {
+            return Err(Error::new(SOCK_OPERATION_ABORTED));
+        }
+        Ok(())
+    }
+
+    pub fn bind(&self, addr: &SockAddr) -> Result<()> {
+        Ok(self.os.bind(addr)?)
+    }
+
+    pub fn listen(&self, backlog: i32) -> Result<()> {
+        if self.kind != Kind::Stream || backlog < 0 {
+            return Err(Error::new(SOCK_INVALID_ARGUMENT));
+        }
+        self.os.listen(backlog)?;
+        self.set_state(State::Listening);
+        Ok(())
+    }
+
+    /// Accepts one connection; waits per the blocking mode and the receive timeout.
+    pub fn accept(&self) -> Result<Socket> {
+        if self.kind != Kind::Stream {
+            return Err(Error::new(SOCK_INVALID_ARGUMENT));
+        }
+        let deadline = Deadline::after_ms(self.options.recv_timeout_ms());
+        loop {
+            // SAFETY: a plain accept4 on our descriptor; NULL address
+            // pointers are allowed and ask for no peer address.
+            let fd = unsafe {
+                libc::accept4(
+                    self.fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                let os = unsafe { socket2::Socket::from_raw_fd(fd) };
+                return Ok(Socket::from_os(
+                    os,
+                    self.family,
+                    self.kind,
+                    State::Connected,
+                ));
+            }
+            let err = Error::last_os_error();
+            match err.errno {
+                libc::EINTR => continue,
+                libc::EAGAIN => self.wait(libc::POLLIN, deadline)?,
+                _ => return Err(self.fail(err)),
+            }
+        }
+    }
+
+    /// Connects; in blocking mode waits up to the send timeout, in
+    /// non-blocking mode returns `SOCK_IN_PROGRESS` for a connect under way.
+    pub fn connect(&self, addr: &SockAddr) -> Result<()> {
+        let deadline = Deadline::after_ms(self.options.send_timeout_ms());
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let err = match self.os.connect(addr) {
+                Ok(()) => {
+                    self.set_state(State::Connected);
+                    return Ok(());
+                }
+                Err(e) => Error::from(e),
+            };
+            match err.errno {
+                libc::EINTR if self.kind == Kind::Dgram => continue,
+                libc::EINPROGRESS | libc::EINTR => {
+                    self.set_state(State::Connecting);
+                    if !self.options.blocking() {
+                        return Err(Error::new(SOCK_IN_PROGRESS));
+                    }
+                    self.wait(libc::POLLOUT, deadline)?;
+                    return match self.os.take_error()? {
+                        None => {
+                            self.set_state(State::Connected);
+                            Ok(())
+                        }
+                        Some(e) => Err(self.fail(Error::from(e))),
+                    };
+                }
+                libc::EISCONN => {
+                    // A non-blocking connect finished since the last call.
+                    if self.state() == State::Connecting {
+                        self.set_state(State::Connected);
+                    }
+                    return Err(err);
+                }
+                // A Unix listener's backlog is full: retry until the deadline.
+                libc::EAGAIN if self.family == Family::Unix && self.options.blocking() => {
+                    let left = deadline.remaining().map_err(|e| self.fail(e))?;
+                    std::thread::sleep(left.map_or(backoff, |l| l.min(backoff)));
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    if self.is_closed() {
+                        return Err(Error::new(SOCK_OPERATION_ABORTED));
+                    }
+                }
+                _ => return Err(self.fail(err)),
+            }
+        }
+    }
+
+    pub fn shutdown(&self, how: i32) -> Result<()> {
+        let how = match how {
+            SOCK_SHUT_RECV => std::net::Shutdown::Read,
+            SOCK_SHUT_SEND => std::net::Shutdown::Write,
+            SOCK_SHUT_BOTH => std::net::Shutdown::Both,
+            _ => return Err(Error::new(SOCK_INVALID_ARGUMENT)),
+        };
+        Ok(self.os.shutdown(how)?)
+    }
+
+    /// Marks the socket closed (its handle is already out of the table) and
+    /// wakes every thread blocked on it, so each returns
+    /// `SOCK_OPERATION_ABORTED`. `in_use` says whether other threads hold
+    /// it; if not, dropping the last reference simply closes the descriptor.
+    pub fn close(&self, in_use: bool) {
+        self.closed.store(true, Ordering::Release);
+        if in_use {
+            // Wakes threads in poll/send/recv/accept on this descriptor;
+            // the descriptor itself is closed when the last user lets go.
+            let _ = self.os.shutdown(std::net::Shutdown::Both);
+            self.sendq.wake_all();
+        }
+    }
+}
