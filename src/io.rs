@@ -1,7 +1,7 @@
 //! Blocking-path I/O: send-all over a gather list, datagram sends, and
 //! receives, honouring the socket's blocking mode and timeouts.
 //!
-//! Every send holds the socket's turn (`sendq`) for its whole duration, so
+//! Every send holds the socket's turn (`queue`) for its whole duration, so
 //! the bytes of concurrent calls never interleave; every system call uses
 //! `MSG_NOSIGNAL` (no SIGPIPE) and `MSG_DONTWAIT` (waiting is done by
 //! `Socket::wait`, within one deadline for the whole call).
@@ -78,7 +78,7 @@ pub fn recv_flags(flags: i32) -> Result<libc::c_int> {
 
 /// One send system call: `send` for the common single-segment case,
 /// `sendmsg` otherwise.
-fn send_once(
+pub(crate) fn send_once(
     sock: &Socket,
     iov: &[libc::iovec],
     to: Option<&SockAddr>,
@@ -118,33 +118,43 @@ pub fn send(
     os_flags: libc::c_int,
     to: Option<&SockAddr>,
 ) -> (Result<()>, usize) {
-    match sock.kind {
-        Kind::Stream if !matches!(sock.state(), State::Connected | State::Connecting) => {
-            return (Err(Error::new(SOCK_NOT_CONNECTED)), 0);
-        }
-        Kind::Dgram if to.is_none() && sock.state() != State::Connected => {
-            return (Err(Error::new(SOCK_DESTINATION_ADDRESS_REQUIRED)), 0);
-        }
-        Kind::Dgram if bufs.len() > IOV_MAX => return (Err(Error::new(SOCK_MESSAGE_SIZE)), 0),
-        Kind::Stream if total == 0 => return (Ok(()), 0),
-        _ => {}
+    if let Err(e) = check_can_send(sock, bufs.len(), to.is_some()) {
+        return (Err(e), 0);
+    }
+    if sock.kind == Kind::Stream && total == 0 {
+        return (Ok(()), 0);
     }
     let deadline = Deadline::after_ms(sock.options.send_timeout_ms());
     let turn = if sock.options.blocking() {
-        sock.sendq.acquire(deadline, sock.closed_flag())
+        sock.queue.acquire(deadline, sock.closed_flag())
     } else {
-        sock.sendq.try_acquire()
+        sock.queue.try_acquire()
     };
     let _turn = match turn {
         Ok(t) => t,
         Err(e) => return (Err(e), 0),
     };
     match sock.kind {
-        Kind::Stream => send_all(sock, bufs, os_flags, deadline),
+        Kind::Stream => send_all(sock, bufs, os_flags, Some(deadline)),
         Kind::Dgram => match send_datagram(sock, bufs, to, os_flags, deadline) {
             Ok(n) => (Ok(()), n),
             Err(e) => (Err(e), 0),
         },
+    }
+}
+
+/// Whether `sock` may send now: a stream must be connected (or
+/// connecting), a datagram needs a destination and at most IOV_MAX segments.
+pub(crate) fn check_can_send(sock: &Socket, segments: usize, has_destination: bool) -> Result<()> {
+    match sock.kind {
+        Kind::Stream if !matches!(sock.state(), State::Connected | State::Connecting) => {
+            Err(Error::new(SOCK_NOT_CONNECTED))
+        }
+        Kind::Dgram if !has_destination && sock.state() != State::Connected => {
+            Err(Error::new(SOCK_DESTINATION_ADDRESS_REQUIRED))
+        }
+        Kind::Dgram if segments > IOV_MAX => Err(Error::new(SOCK_MESSAGE_SIZE)),
+        _ => Ok(()),
     }
 }
 
@@ -167,11 +177,13 @@ fn send_datagram(
 
 /// Stream send-all: retries short writes and EINTR, waits for room within
 /// the deadline, and in non-blocking mode stops when the kernel is full.
-fn send_all(
+/// With no deadline at all (`None`, the async path's inline attempt) it
+/// never waits: it returns `Ok` with what went once the kernel is full.
+pub(crate) fn send_all(
     sock: &Socket,
     bufs: &[libc::iovec],
     os_flags: libc::c_int,
-    deadline: Deadline,
+    deadline: Option<Deadline>,
 ) -> (Result<()>, usize) {
     let mut sent = 0usize;
     let (mut index, mut offset) = (0usize, 0usize);
@@ -217,11 +229,14 @@ fn send_all(
                 }
             }
             Err(e) if e.errno == libc::EINTR => {}
-            Err(e) if e.errno == libc::EAGAIN => match sock.wait(libc::POLLOUT, deadline) {
-                Ok(()) => {}
-                // Non-blocking mode: what fit is a success.
-                Err(e) if e.status == SOCK_WOULD_BLOCK && sent > 0 => return (Ok(()), sent),
-                Err(e) => return (Err(e), sent),
+            Err(e) if e.errno == libc::EAGAIN => match deadline {
+                None => return (Ok(()), sent),
+                Some(deadline) => match sock.wait(libc::POLLOUT, deadline) {
+                    Ok(()) => {}
+                    // Non-blocking mode: what fit is a success.
+                    Err(e) if e.status == SOCK_WOULD_BLOCK && sent > 0 => return (Ok(()), sent),
+                    Err(e) => return (Err(e), sent),
+                },
             },
             Err(e) => return (Err(sock.fail(e)), sent),
         }
@@ -248,6 +263,26 @@ pub fn recv(
 ) -> Result<Received> {
     let deadline = Deadline::after_ms(sock.options.recv_timeout_ms());
     loop {
+        match recv_once(sock, buf, cap, os_flags, want_from) {
+            Ok(r) => return Ok(r),
+            Err(e) if e.errno == libc::EINTR => {}
+            Err(e) if e.errno == libc::EAGAIN => sock.wait(libc::POLLIN, deadline)?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One receive system call, never waiting: EAGAIN comes back as an error
+/// with that errno. An end of stream caused by `sock_close` is reported as
+/// `SOCK_OPERATION_ABORTED`.
+pub(crate) fn recv_once(
+    sock: &Socket,
+    buf: *mut u8,
+    cap: usize,
+    os_flags: libc::c_int,
+    want_from: bool,
+) -> Result<Received> {
+    {
         let result = if sock.kind == Kind::Stream && !want_from {
             // SAFETY: the caller checked `buf` is valid for `cap` bytes of writes.
             let n = unsafe { libc::recv(sock.fd(), buf.cast(), cap, os_flags) };
@@ -265,12 +300,11 @@ pub fn recv(
         };
         match result {
             Ok(r) if r.len == 0 && sock.kind == Kind::Stream && sock.is_closed() => {
-                return Err(Error::new(SOCK_OPERATION_ABORTED));
+                Err(Error::new(SOCK_OPERATION_ABORTED))
             }
-            Ok(r) => return Ok(r),
-            Err(e) if e.errno == libc::EINTR => {}
-            Err(e) if e.errno == libc::EAGAIN => sock.wait(libc::POLLIN, deadline)?,
-            Err(e) => return Err(sock.fail(e)),
+            Ok(r) => Ok(r),
+            Err(e) if e.errno == libc::EINTR || e.errno == libc::EAGAIN => Err(e),
+            Err(e) => Err(sock.fail(e)),
         }
     }
 }

@@ -3,8 +3,10 @@
 //! The C header `include/sock.h` is generated from this crate by cbindgen.
 //! Module map: `handle` (the handle table), `status` (codes and errno
 //! mapping), `address` (address text), `options`, `socket` (one socket and
-//! its life cycle), `sendq` (a socket's send queue), `io` (the blocking
-//! path), `wait` (deadlines and readiness), `api` (the `extern "C"`
+//! its life cycle), `queue` (a socket's pending operations, shared by the
+//! blocking and async paths), `io` (the blocking path), `asyncio` (the
+//! async path), `engine` (loops that wait for readiness and run
+//! callbacks), `wait` (deadlines and readiness), `api` (the `extern "C"`
 //! surface), `panic` and `ffi` (the ABI boundary's helpers).
 #![allow(non_camel_case_types)]
 
@@ -14,10 +16,12 @@ mod sync;
 
 pub mod address;
 pub mod api;
+pub mod asyncio;
+pub mod engine;
 pub mod handle;
 pub mod io;
 pub mod options;
-pub mod sendq;
+pub mod queue;
 pub mod socket;
 pub mod status;
 pub mod wait;

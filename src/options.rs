@@ -29,9 +29,17 @@ pub const SOCK_OPT_BROADCAST: i32 = 9;
 /// 0 makes close reset the connection.
 pub const SOCK_OPT_LINGER_MS: i32 = 10;
 
+/// 1 (default): an async operation that finishes inside its call returns
+/// SOCK_OK and its callback is not called; 0: it returns SOCK_IO_PENDING
+/// and reports through its callback like any other (one code path).
+pub const SOCK_OPT_ASYNC_INLINE_COMPLETION: i32 = 11;
+/// Read-only: bytes queued by async sends and not yet handed to the kernel.
+pub const SOCK_OPT_PENDING_SEND_BYTES: i32 = 12;
+
 /// The options the library implements itself.
 pub struct Options {
     blocking: AtomicBool,
+    inline_completion: AtomicBool,
     send_timeout_ms: AtomicU32,
     recv_timeout_ms: AtomicU32,
 }
@@ -40,6 +48,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             blocking: AtomicBool::new(true),
+            inline_completion: AtomicBool::new(true),
             send_timeout_ms: AtomicU32::new(0),
             recv_timeout_ms: AtomicU32::new(0),
         }
@@ -49,6 +58,10 @@ impl Default for Options {
 impl Options {
     pub fn blocking(&self) -> bool {
         self.blocking.load(Ordering::Relaxed)
+    }
+
+    pub fn inline_completion(&self) -> bool {
+        self.inline_completion.load(Ordering::Relaxed)
     }
 
     pub fn send_timeout_ms(&self) -> u32 {
@@ -105,6 +118,10 @@ pub fn set(sock: &Socket, option: i32, value: i64) -> Result<()> {
             .options
             .recv_timeout_ms
             .store(as_timeout(value)?, Ordering::Relaxed),
+        SOCK_OPT_ASYNC_INLINE_COMPLETION => sock
+            .options
+            .inline_completion
+            .store(as_bool(value)?, Ordering::Relaxed),
         SOCK_OPT_NO_DELAY => os.set_tcp_nodelay(as_bool(value)?)?,
         SOCK_OPT_SEND_BUFFER_SIZE => os.set_send_buffer_size(as_buffer_size(value)?)?,
         SOCK_OPT_RECV_BUFFER_SIZE => os.set_recv_buffer_size(as_buffer_size(value)?)?,
@@ -131,6 +148,8 @@ pub fn get(sock: &Socket, option: i32) -> Result<i64> {
         SOCK_OPT_BLOCKING => sock.options.blocking().into(),
         SOCK_OPT_SEND_TIMEOUT_MS => sock.options.send_timeout_ms().into(),
         SOCK_OPT_RECV_TIMEOUT_MS => sock.options.recv_timeout_ms().into(),
+        SOCK_OPT_ASYNC_INLINE_COMPLETION => sock.options.inline_completion().into(),
+        SOCK_OPT_PENDING_SEND_BYTES => sock.queue.lock().pending_send_bytes() as i64,
         SOCK_OPT_NO_DELAY => os.tcp_nodelay()?.into(),
         SOCK_OPT_SEND_BUFFER_SIZE => os.send_buffer_size()? as i64,
         SOCK_OPT_RECV_BUFFER_SIZE => os.recv_buffer_size()? as i64,
@@ -166,6 +185,15 @@ mod tests {
             assert!(set(&s, SOCK_OPT_RECV_TIMEOUT_MS, bad).is_err());
         }
         assert!(set(&s, 0, 1).is_err());
+        assert_eq!(get(&s, SOCK_OPT_ASYNC_INLINE_COMPLETION).unwrap(), 1);
+        set(&s, SOCK_OPT_ASYNC_INLINE_COMPLETION, 0).unwrap();
+        assert_eq!(get(&s, SOCK_OPT_ASYNC_INLINE_COMPLETION).unwrap(), 0);
+        assert_eq!(get(&s, SOCK_OPT_PENDING_SEND_BYTES).unwrap(), 0);
+        // Read-only.
+        assert_eq!(
+            set(&s, SOCK_OPT_PENDING_SEND_BYTES, 0).unwrap_err().status,
+            SOCK_INVALID_ARGUMENT
+        );
         assert!(get(&s, 999).is_err());
     }
 

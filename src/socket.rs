@@ -15,7 +15,7 @@ use std::time::Duration;
 use socket2::{Domain, SockAddr, Type};
 
 use crate::options::Options;
-use crate::sendq::SendQueue;
+use crate::queue::OpQueue;
 use crate::status::{
     Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IN_PROGRESS, SOCK_OPERATION_ABORTED,
     SOCK_WOULD_BLOCK,
@@ -105,7 +105,7 @@ pub struct Socket {
     state: AtomicU8,
     closed: AtomicBool,
     pub options: Options,
-    pub sendq: SendQueue,
+    pub queue: OpQueue,
 }
 
 impl Socket {
@@ -117,7 +117,7 @@ impl Socket {
             state: AtomicU8::new(state as u8),
             closed: AtomicBool::new(false),
             options: Options::default(),
-            sendq: SendQueue::default(),
+            queue: OpQueue::default(),
         }
     }
 
@@ -299,7 +299,7 @@ impl Socket {
             // Wakes threads in poll/send/recv/accept on this descriptor;
             // the descriptor itself is closed when the last user lets go.
             let _ = self.os.shutdown(std::net::Shutdown::Both);
-            self.sendq.wake_all();
+            self.queue.wake_all();
         }
     }
 }

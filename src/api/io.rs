@@ -133,7 +133,7 @@ pub extern "C" fn sock_send_to(
 }
 
 /// Checks a C gather list and returns it as iovecs with its total length.
-fn gather_list<'a>(
+pub(crate) fn gather_list<'a>(
     bufs: *const sock_buf,
     count: usize,
 ) -> std::result::Result<(&'a [libc::iovec], usize), sock_status> {

@@ -7,10 +7,14 @@
 //! `not_unsafe_ptr_arg_deref` is allowed for this module.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod asyncio;
+pub mod engine;
 pub mod info;
 pub mod io;
 pub mod socket;
 
+pub use asyncio::*;
+pub use engine::*;
 pub use info::*;
 pub use io::*;
 pub use socket::*;

@@ -4,11 +4,12 @@ use std::ffi::c_char;
 use std::sync::Arc;
 
 use crate::address;
+use crate::asyncio;
 use crate::ffi::{c_str, try_non_null, try_socket, try_status, write_address, write_opt, MAX_LEN};
 use crate::handle::{self, sock_handle, SOCK_INVALID_HANDLE};
 use crate::options;
 use crate::panic::ffi_boundary;
-use crate::socket::{Family, Kind, Socket};
+use crate::socket::{Family, Kind, Socket, SOCK_SHUT_BOTH, SOCK_SHUT_SEND};
 use crate::status::{
     report, sock_status, to_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_NOT_SOCKET, SOCK_OK,
 };
@@ -119,6 +120,9 @@ pub extern "C" fn sock_connect(h: sock_handle, address: *const c_char) -> sock_s
 pub extern "C" fn sock_shutdown(h: sock_handle, how: i32) -> sock_status {
     ffi_boundary! {
         let sock = try_socket!(h);
+        if how == SOCK_SHUT_SEND || how == SOCK_SHUT_BOTH {
+            asyncio::cancel_sends(&sock, h);
+        }
         to_status(sock.shutdown(how))
     }
 }
@@ -134,6 +138,9 @@ pub extern "C" fn sock_close(h: sock_handle) -> sock_status {
         let Some(sock) = handle::remove(h) else {
             return SOCK_NOT_SOCKET;
         };
+        // Pending operations end now, each callback once, and no later
+        // flush touches their buffers.
+        asyncio::abort_all(&sock, h);
         // Out of the table, nobody can take a new reference: the count only
         // falls, so "1" means no other thread is inside a call on it.
         sock.close(Arc::strong_count(&sock) > 1);

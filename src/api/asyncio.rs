@@ -1,0 +1,225 @@
+//! Exports for the async path: sends and receives whose completion is
+//! reported through a callback.
+
+use std::ffi::c_void;
+use std::time::Instant;
+
+use crate::asyncio;
+use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
+use crate::handle::sock_handle;
+use crate::io::{self, sock_buf};
+use crate::panic::ffi_boundary;
+use crate::queue::{Callback, UserData};
+use crate::status::{report, sock_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_OK};
+
+use super::io::gather_list;
+
+/// Completion callback of `sock_send_async` / `sock_sendv_async`: `status`
+/// is the operation's final status (SOCK_OK, SOCK_OPERATION_ABORTED,
+/// SOCK_TIMED_OUT, SOCK_CONNECTION_RESET, ...) and `bytes_sent` the bytes of
+/// this operation handed to the kernel, including those sent inside the
+/// call. Runs exactly once per operation that returned SOCK_IO_PENDING, on
+/// the socket's engine: an engine thread (the default engine, or one of
+/// `sock_engine_new(n >= 1)`), or inside `sock_engine_poll` on the thread
+/// that calls it (manual engine). It may run before `sock_send_async` has
+/// returned to its caller. It may call any libsock function, including
+/// `sock_send_async` and `sock_close` on `h`; it must not throw or longjmp.
+pub type sock_send_callback = Option<
+    unsafe extern "C" fn(
+        h: sock_handle,
+        status: sock_status,
+        bytes_sent: usize,
+        user_data: *mut c_void,
+    ),
+>;
+
+/// Completion callback of `sock_recv_async`: `bytes_received` >= 1, or 0
+/// with SOCK_OK at orderly end of stream. Runs as `sock_send_callback` does.
+pub type sock_recv_callback = Option<
+    unsafe extern "C" fn(
+        h: sock_handle,
+        status: sock_status,
+        bytes_received: usize,
+        user_data: *mut c_void,
+    ),
+>;
+
+/// Submits a send of the iovecs (already checked) and writes `*sent_now`.
+fn submit_send(
+    h: sock_handle,
+    iov: &[libc::iovec],
+    total: usize,
+    flags: i32,
+    on_done: sock_send_callback,
+    user_data: *mut c_void,
+    sent_now: *mut usize,
+) -> sock_status {
+    let (status, sent) = match (on_done, io::send_flags(flags)) {
+        (None, _) => (SOCK_FAULT, 0),
+        (_, Err(e)) => (report(e), 0),
+        (Some(func), Ok(os_flags)) => match crate::handle::lookup(h) {
+            None => (crate::status::SOCK_NOT_SOCKET, 0),
+            Some(sock) => {
+                let callback = Callback {
+                    func,
+                    user_data: UserData(user_data),
+                    submitted: Instant::now(),
+                };
+                asyncio::send_async(&sock, h, iov, total, os_flags, callback)
+            }
+        },
+    };
+    // SAFETY: `sent_now` is NULL or points to a size_t (C's promise).
+    unsafe { write_opt(sent_now, sent) };
+    status
+}
+
+/// Sends `len` bytes from `buf` without blocking the caller. Three outcomes:
+///
+/// - SOCK_OK: finished inside the call; every byte is in the kernel,
+///   `*sent_now == len`, and `on_done` is NOT called.
+/// - SOCK_IO_PENDING: accepted; the rest goes in the background and
+///   `on_done` runs exactly once, later (possibly before this call returns,
+///   on an engine thread: set up what it needs first), with the total bytes
+///   of the operation.
+/// - any other status: failed; `on_done` is not called and nothing of this
+///   operation is queued (`*sent_now` says if bytes went before the error).
+///
+/// `buf` must stay valid until `on_done` runs (or the call returns anything
+/// but SOCK_IO_PENDING); libsock never copies the payload. Operations on one
+/// socket leave in submission order, never interleaved with each other or
+/// with `sock_send`, and their callbacks run in that order.
+/// SOCK_OPT_SEND_TIMEOUT_MS bounds how long the operation may stay pending
+/// (then SOCK_TIMED_OUT with its partial count; later operations go on).
+/// `sock_close`, `sock_shutdown` (sending) and `sock_cancel_sends` complete
+/// pending operations with SOCK_OPERATION_ABORTED. With
+/// SOCK_OPT_ASYNC_INLINE_COMPLETION set to 0, an operation that finishes
+/// inside the call returns SOCK_IO_PENDING and reports through `on_done`.
+///
+/// Inline completion is common, so a callback that starts the next send
+/// must loop on SOCK_OK rather than recurse:
+///
+/// ```c
+/// static void on_sent(sock_handle h, sock_status s, size_t n, void *ud) {
+///     struct job *job = ud;
+///     (void)n;
+///     while (s == SOCK_OK && job_next(job))        // finished inline: go on here
+///         s = sock_send_async(h, job->buf, job->len, SOCK_MSG_NONE,
+///                             on_sent, job, NULL);
+///     if (s != SOCK_OK && s != SOCK_IO_PENDING)    // SOCK_IO_PENDING: on_sent runs again
+///         job_failed(job, s);
+/// }
+/// ```
+///
+/// Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT
+/// (flags, `len` > PTRDIFF_MAX), SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED,
+/// SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_CONNECTION_RESET, SOCK_SHUTDOWN,
+/// SOCK_OPERATION_ABORTED (the socket's engine was freed), OS errors.
+#[no_mangle]
+pub extern "C" fn sock_send_async(
+    h: sock_handle,
+    buf: *const c_void,
+    len: usize,
+    flags: i32,
+    on_done: sock_send_callback,
+    user_data: *mut c_void,
+    sent_now: *mut usize,
+) -> sock_status {
+    ffi_boundary! {
+        if buf.is_null() {
+            // SAFETY: NULL or a size_t (C's promise).
+            unsafe { write_opt(sent_now, 0) };
+            return SOCK_FAULT;
+        }
+        if len > MAX_LEN {
+            // SAFETY: NULL or a size_t (C's promise).
+            unsafe { write_opt(sent_now, 0) };
+            return SOCK_INVALID_ARGUMENT;
+        }
+        let iov = [libc::iovec { iov_base: buf.cast_mut(), iov_len: len }];
+        submit_send(h, &iov, len, flags, on_done, user_data, sent_now)
+    }
+}
+
+/// Sends the `count` segments of `bufs` without blocking, as
+/// `sock_send_async`. The `bufs` array itself may be reused as soon as the
+/// call returns; the bytes it points to must stay valid until `on_done`.
+/// Errors: as `sock_send_async`; SOCK_FAULT also for `bufs` NULL with
+/// `count` > 0 or a segment with NULL `data` and `len` > 0.
+#[no_mangle]
+pub extern "C" fn sock_sendv_async(
+    h: sock_handle,
+    bufs: *const sock_buf,
+    count: usize,
+    flags: i32,
+    on_done: sock_send_callback,
+    user_data: *mut c_void,
+    sent_now: *mut usize,
+) -> sock_status {
+    ffi_boundary! {
+        match gather_list(bufs, count) {
+            Ok((iov, total)) => submit_send(h, iov, total, flags, on_done, user_data, sent_now),
+            Err(status) => {
+                // SAFETY: NULL or a size_t (C's promise).
+                unsafe { write_opt(sent_now, 0) };
+                status
+            }
+        }
+    }
+}
+
+/// Receives into `buf` (`cap` bytes) without blocking, with the three
+/// outcomes of `sock_send_async`: SOCK_OK (data or end of stream was there:
+/// `*received_now` bytes, 0 meaning end of stream; no callback),
+/// SOCK_IO_PENDING (`on_done` runs exactly once when at least one byte, or
+/// end of stream, arrived), or an error (no callback). `buf` stays the
+/// caller's and must stay valid until `on_done`. Pending receives complete
+/// in submission order; SOCK_OPT_RECV_TIMEOUT_MS bounds how long one may
+/// stay pending (then SOCK_TIMED_OUT). A datagram longer than `cap` is cut
+/// and reported with SOCK_MESSAGE_SIZE. `flags`: SOCK_MSG_NONE, SOCK_MSG_OOB,
+/// SOCK_MSG_PEEK.
+/// Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT,
+/// SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED, SOCK_CONNECTION_RESET, OS errors.
+#[no_mangle]
+pub extern "C" fn sock_recv_async(
+    h: sock_handle,
+    buf: *mut c_void,
+    cap: usize,
+    flags: i32,
+    on_done: sock_recv_callback,
+    user_data: *mut c_void,
+    received_now: *mut usize,
+) -> sock_status {
+    ffi_boundary! {
+        // SAFETY: NULL or a size_t (C's promise).
+        unsafe { write_opt(received_now, 0) };
+        try_non_null!(buf);
+        let Some(func) = on_done else { return SOCK_FAULT };
+        if cap > MAX_LEN {
+            return SOCK_INVALID_ARGUMENT;
+        }
+        let os_flags = match io::recv_flags(flags) {
+            Ok(f) => f,
+            Err(e) => return report(e),
+        };
+        let sock = try_socket!(h);
+        let callback = Callback { func, user_data: UserData(user_data), submitted: Instant::now() };
+        let (status, n) = asyncio::recv_async(&sock, h, buf.cast(), cap, os_flags, callback);
+        // SAFETY: NULL or a size_t (C's promise).
+        unsafe { write_opt(received_now, n) };
+        status
+    }
+}
+
+/// Completes every pending async send of `h` with SOCK_OPERATION_ABORTED
+/// and the bytes each did send (callbacks run on the engine as usual);
+/// the socket stays open. Pending receives are untouched.
+/// Errors: SOCK_NOT_SOCKET.
+#[no_mangle]
+pub extern "C" fn sock_cancel_sends(h: sock_handle) -> sock_status {
+    ffi_boundary! {
+        let sock = try_socket!(h);
+        asyncio::cancel_sends(&sock, h);
+        SOCK_OK
+    }
+}

@@ -1,0 +1,144 @@
+//! Exports for engines: who runs completion callbacks.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::asyncio;
+use crate::engine::{self, Engine};
+use crate::ffi::{try_non_null, try_socket, try_status, write_opt};
+use crate::handle::sock_handle;
+use crate::panic::ffi_boundary;
+use crate::status::{report, sock_status, SOCK_INVALID_ARGUMENT, SOCK_OK};
+use crate::sync;
+
+/// An engine: the thread(s) — or, for a manual engine, the calls to
+/// `sock_engine_poll` — that run completion callbacks. Opaque.
+pub struct sock_engine {
+    _private: [u8; 0],
+}
+
+/// Engines handed out and not yet freed; a pointer C passes in is used only
+/// if it is one of these.
+static LIVE: Mutex<Vec<Arc<Engine>>> = Mutex::new(Vec::new());
+
+fn live(e: *const sock_engine) -> Option<Arc<Engine>> {
+    sync::lock(&LIVE)
+        .iter()
+        .find(|x| std::ptr::eq(Arc::as_ptr(x).cast(), e))
+        .cloned()
+}
+
+/// Creates an engine. `threads` >= 1: that many I/O threads, each running
+/// the callbacks of the sockets it serves. `threads` == 0: a manual engine
+/// that runs callbacks only inside `sock_engine_poll`, on the calling
+/// thread. `*out` receives the engine (NULL on error).
+/// Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` > 256),
+/// OS errors.
+#[no_mangle]
+pub extern "C" fn sock_engine_new(threads: u32, out: *mut *mut sock_engine) -> sock_status {
+    ffi_boundary! {
+        try_non_null!(out);
+        // SAFETY: checked non-NULL; C promises it points to a pointer.
+        unsafe { out.write(std::ptr::null_mut()) };
+        let engine = try_status!(Engine::new(threads));
+        let ptr = Arc::as_ptr(&engine).cast_mut().cast::<sock_engine>();
+        sync::lock(&LIVE).push(engine);
+        // SAFETY: as above.
+        unsafe { out.write(ptr) };
+        SOCK_OK
+    }
+}
+
+/// Frees an engine. First every pending operation of its sockets completes
+/// with SOCK_OPERATION_ABORTED (each callback once: on the engine's threads,
+/// or for a manual engine inside this call); then its threads are joined.
+/// Its sockets stay open, but their later async calls fail with
+/// SOCK_OPERATION_ABORTED until `sock_attach` gives them another engine.
+/// Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live engine).
+#[no_mangle]
+pub extern "C" fn sock_engine_free(e: *mut sock_engine) -> sock_status {
+    ffi_boundary! {
+        try_non_null!(e);
+        let engine = {
+            let mut engines = sync::lock(&LIVE);
+            let Some(i) = engines.iter().position(|x| std::ptr::eq(Arc::as_ptr(x).cast(), e)) else {
+                return SOCK_INVALID_ARGUMENT;
+            };
+            engines.swap_remove(i)
+        };
+        engine.shut_down();
+        SOCK_OK
+    }
+}
+
+/// Runs a manual engine once: waits up to `timeout_ms` (0: not at all;
+/// -1: until there is work) for sockets to become ready, moves their
+/// pending operations on, and runs the callbacks that are due, on this
+/// thread. `*completed` (if not NULL) receives how many callbacks ran.
+/// Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live manual
+/// engine, `timeout_ms` < -1), SOCK_ALREADY_IN_PROGRESS (another thread is
+/// polling it, or a callback called this).
+#[no_mangle]
+pub extern "C" fn sock_engine_poll(
+    e: *mut sock_engine,
+    timeout_ms: i32,
+    completed: *mut usize,
+) -> sock_status {
+    ffi_boundary! {
+        // SAFETY: NULL or a size_t (C's promise).
+        unsafe { write_opt(completed, 0) };
+        try_non_null!(e);
+        let timeout = match timeout_ms {
+            -1 => None,
+            t if t >= 0 => Some(Duration::from_millis(t as u64)),
+            _ => return SOCK_INVALID_ARGUMENT,
+        };
+        let Some(engine) = live(e) else { return SOCK_INVALID_ARGUMENT };
+        let Some(lp) = engine.manual_loop() else { return SOCK_INVALID_ARGUMENT };
+        let ran = try_status!(lp.run_once(timeout));
+        // SAFETY: NULL or a size_t (C's promise).
+        unsafe { write_opt(completed, ran) };
+        SOCK_OK
+    }
+}
+
+/// The descriptor of a manual engine, for the program's own
+/// epoll/poll/select loop: it is readable whenever `sock_engine_poll` has
+/// work. Owned by the engine: do not close it or read from it.
+/// Errors: SOCK_FAULT, SOCK_INVALID_ARGUMENT (not a live manual engine).
+#[no_mangle]
+pub extern "C" fn sock_engine_fd(e: *mut sock_engine, fd: *mut i32) -> sock_status {
+    ffi_boundary! {
+        try_non_null!(e);
+        try_non_null!(fd);
+        let Some(engine) = live(e) else { return SOCK_INVALID_ARGUMENT };
+        let Some(lp) = engine.manual_loop() else { return SOCK_INVALID_ARGUMENT };
+        // SAFETY: checked non-NULL; C promises it points to an int32_t.
+        unsafe { fd.write(lp.fd()) };
+        SOCK_OK
+    }
+}
+
+/// Makes engine `e` (NULL: the default engine, started on first use with
+/// one I/O thread) run the callbacks of socket `h` from now on. The socket
+/// must have no pending async operation.
+/// Errors: SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (not a live engine, or
+/// operations pending), OS errors.
+#[no_mangle]
+pub extern "C" fn sock_attach(h: sock_handle, e: *mut sock_engine) -> sock_status {
+    ffi_boundary! {
+        let engine = if e.is_null() {
+            try_status!(engine::default_engine())
+        } else {
+            match live(e) {
+                Some(engine) => engine,
+                None => return SOCK_INVALID_ARGUMENT,
+            }
+        };
+        let sock = try_socket!(h);
+        match asyncio::attach(&sock, engine.pick_loop()) {
+            Ok(()) => SOCK_OK,
+            Err(err) => report(err),
+        }
+    }
+}

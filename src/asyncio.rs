@@ -1,0 +1,317 @@
+//! The async path: submitting sends and receives (the three-way return),
+//! flushing pending ones when the engine sees readiness, deadlines,
+//! cancellation, and aborting everything on close, shutdown or engine free.
+//!
+//! Every function here holds the socket's queue lock while it touches the
+//! queue or the kernel (all system calls are non-blocking), and hands
+//! completions to the socket's engine loop under that lock, so callbacks
+//! of one socket run in submission order. No callback runs here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{default_engine, Loop};
+use crate::handle::sock_handle;
+use crate::io::{self, IOV_MAX};
+use crate::queue::{Callback, Completion, QueueState, RecvOp, Seg, SendOp};
+use crate::socket::{Kind, Socket};
+use crate::status::{
+    report, sock_status, Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_MESSAGE_SIZE,
+    SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_TIMED_OUT,
+};
+
+/// The loop this socket's operations complete on, binding it to the
+/// default engine on first use.
+fn bound_loop(q: &mut QueueState) -> Result<Arc<Loop>> {
+    if let Some(lp) = &q.engine {
+        if lp.is_stopped() {
+            return Err(Error::new(SOCK_OPERATION_ABORTED));
+        }
+        return Ok(lp.clone());
+    }
+    let lp = default_engine()?.pick_loop();
+    q.engine = Some(lp.clone());
+    Ok(lp)
+}
+
+/// The bound loop, with the socket registered for readiness (once).
+fn registered_loop(q: &mut QueueState, sock: &Socket, h: sock_handle) -> Result<Arc<Loop>> {
+    let lp = bound_loop(q)?;
+    if q.registered.is_none() {
+        lp.register(sock.fd(), h)?;
+        q.registered = Some(h);
+    }
+    Ok(lp)
+}
+
+fn deadline_after(timeout_ms: u32, now: Instant) -> Option<Instant> {
+    (timeout_ms > 0).then(|| now + Duration::from_millis(timeout_ms.into()))
+}
+
+/// Reports an operation that finished inside its call: `SOCK_OK` (no
+/// callback), or — with inline completion turned off — through its
+/// callback like a pending one.
+fn finished_inline(
+    q: &mut QueueState,
+    sock: &Socket,
+    h: sock_handle,
+    callback: Callback,
+    status: sock_status,
+    bytes: usize,
+) -> sock_status {
+    if sock.options.inline_completion() {
+        return status;
+    }
+    match bound_loop(q) {
+        Ok(lp) => {
+            lp.push(Completion {
+                handle: h,
+                callback,
+                status,
+                bytes,
+            });
+            SOCK_IO_PENDING
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// `sock_send_async` / `sock_sendv_async`: tries the send inline when the
+/// socket's queue is idle, and queues the rest. Returns the status and the
+/// bytes sent inside the call.
+pub fn send_async(
+    sock: &Socket,
+    h: sock_handle,
+    iov: &[libc::iovec],
+    total: usize,
+    os_flags: libc::c_int,
+    callback: Callback,
+) -> (sock_status, usize) {
+    if let Err(e) = io::check_can_send(sock, iov.len(), false) {
+        return (report(e), 0);
+    }
+    let mut q = sock.queue.lock();
+    let mut sent = 0;
+    if q.is_idle() {
+        // (outcome, bytes, finished): a datagram goes whole or not at all.
+        let (result, n, finished) = match sock.kind {
+            Kind::Stream => {
+                let (result, n) = io::send_all(sock, iov, os_flags, None);
+                (result, n, n == total)
+            }
+            Kind::Dgram => loop {
+                match io::send_once(sock, iov, None, os_flags) {
+                    Ok(n) => break (Ok(()), n, true),
+                    Err(e) if e.errno == libc::EINTR => {}
+                    Err(e) if e.errno == libc::EAGAIN => break (Ok(()), 0, false),
+                    Err(e) => break (Err(sock.fail(e)), 0, false),
+                }
+            },
+        };
+        match result {
+            Err(e) => return (report(e), n),
+            Ok(()) if finished => {
+                return (finished_inline(&mut q, sock, h, callback, SOCK_OK, n), n);
+            }
+            Ok(()) => sent = n,
+        }
+    }
+    let lp = match registered_loop(&mut q, sock, h) {
+        Ok(lp) => lp,
+        Err(e) => return (report(e), sent),
+    };
+    let deadline = deadline_after(sock.options.send_timeout_ms(), callback.submitted);
+    let op = SendOp::new(total, sent, os_flags, deadline, callback);
+    q.push_send(op, iov);
+    if let Some(at) = deadline {
+        lp.add_timer(at, h);
+    }
+    (SOCK_IO_PENDING, sent)
+}
+
+/// `sock_recv_async`: receives inline when nothing is queued and data (or
+/// end of stream) is there, else queues the receive.
+pub fn recv_async(
+    sock: &Socket,
+    h: sock_handle,
+    buf: *mut u8,
+    cap: usize,
+    os_flags: libc::c_int,
+    callback: Callback,
+) -> (sock_status, usize) {
+    let mut q = sock.queue.lock();
+    if !q.has_recvs() {
+        match io::recv_once(sock, buf, cap, os_flags, false) {
+            Ok(r) => {
+                let status = if r.truncated {
+                    SOCK_MESSAGE_SIZE
+                } else {
+                    SOCK_OK
+                };
+                return (
+                    finished_inline(&mut q, sock, h, callback, status, r.len),
+                    r.len,
+                );
+            }
+            Err(e) if e.errno == libc::EAGAIN || e.errno == libc::EINTR => {}
+            Err(e) => return (report(e), 0),
+        }
+    }
+    let lp = match registered_loop(&mut q, sock, h) {
+        Ok(lp) => lp,
+        Err(e) => return (report(e), 0),
+    };
+    let deadline = deadline_after(sock.options.recv_timeout_ms(), callback.submitted);
+    q.push_recv(RecvOp {
+        buf: Seg(libc::iovec {
+            iov_base: buf.cast(),
+            iov_len: cap,
+        }),
+        os_flags,
+        deadline,
+        callback,
+    });
+    if let Some(at) = deadline {
+        lp.add_timer(at, h);
+    }
+    (SOCK_IO_PENDING, 0)
+}
+
+/// A sink that queues completions of socket `h` on loop `lp`.
+fn sink_to(lp: &Loop, h: sock_handle) -> impl FnMut(Callback, sock_status, usize) + '_ {
+    move |callback, status, bytes| {
+        lp.push(Completion {
+            handle: h,
+            callback,
+            status,
+            bytes,
+        })
+    }
+}
+
+/// Hands pending sends to the kernel — several small ones per `writev` —
+/// until the kernel is full or the queue reaches a blocking sender.
+pub fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
+    let mut q = sock.queue.lock();
+    if q.busy {
+        // A blocking sender writes; it hands over to us when it is done.
+        return;
+    }
+    let datagram = sock.kind == Kind::Dgram;
+    let mut sink = sink_to(lp, h);
+    loop {
+        let Some((iov, flags)) = q.front_batch(datagram, IOV_MAX) else {
+            break;
+        };
+        match io::send_once(sock, iov, None, flags) {
+            Ok(n) if datagram => q.consume_datagram(n, &mut sink),
+            Ok(n) => q.consume(n, &mut sink),
+            Err(e) if e.errno == libc::EINTR => {}
+            Err(e) if e.errno == libc::EAGAIN => break,
+            Err(e) => {
+                let status = sock.fail(e).status;
+                q.drain_sends(status, &mut sink);
+                break;
+            }
+        }
+    }
+    sock.queue.wake_waiter(&q);
+}
+
+/// Completes pending receives with whatever arrived, in order.
+pub fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
+    let mut q = sock.queue.lock();
+    let mut sink = sink_to(lp, h);
+    while let Some(op) = q.front_recv() {
+        let (buf, cap, flags) = (
+            op.buf.0.iov_base.cast::<u8>(),
+            op.buf.0.iov_len,
+            op.os_flags,
+        );
+        match io::recv_once(sock, buf, cap, flags, false) {
+            Ok(r) => {
+                if let Some(op) = q.pop_recv() {
+                    let status = if r.truncated {
+                        SOCK_MESSAGE_SIZE
+                    } else {
+                        SOCK_OK
+                    };
+                    sink(op.callback, status, r.len);
+                }
+            }
+            Err(e) if e.errno == libc::EINTR => {}
+            Err(e) if e.errno == libc::EAGAIN => break,
+            Err(e) => {
+                q.drain_recvs(e.status, &mut sink);
+                break;
+            }
+        }
+    }
+}
+
+/// Completes the socket's operations whose deadline passed with
+/// `SOCK_TIMED_OUT`; those queued behind them go on.
+pub fn expire(sock: &Socket, h: sock_handle, lp: &Loop, now: Instant) {
+    let mut q = sock.queue.lock();
+    let mut sink = sink_to(lp, h);
+    q.expire(now, SOCK_TIMED_OUT, &mut sink);
+    sock.queue.wake_waiter(&q);
+    if !q.busy && q.send_at_front() {
+        // The expired front may have left a send that can go now.
+        lp.kick(h);
+    }
+}
+
+/// `sock_cancel_sends`: completes every pending send with
+/// `SOCK_OPERATION_ABORTED` and its partial count.
+pub fn cancel_sends(sock: &Socket, h: sock_handle) {
+    let mut q = sock.queue.lock();
+    if let Some(lp) = q.engine.clone() {
+        q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink_to(&lp, h));
+    }
+    sock.queue.wake_waiter(&q);
+}
+
+/// Close: every pending operation ends with `SOCK_OPERATION_ABORTED` and
+/// the socket leaves its loop. Once this returns, no operation of the
+/// socket touches its buffer again.
+pub fn abort_all(sock: &Socket, h: sock_handle) {
+    let mut q = sock.queue.lock();
+    let Some(lp) = q.engine.clone() else { return };
+    let mut sink = sink_to(&lp, h);
+    q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
+    q.drain_recvs(SOCK_OPERATION_ABORTED, &mut sink);
+    if q.registered.take().is_some() {
+        lp.deregister(sock.fd(), h);
+    }
+}
+
+/// Engine free: as `abort_all`, but the socket stays bound to the stopped
+/// loop, so its later async calls fail with `SOCK_OPERATION_ABORTED`.
+pub fn detach(sock: &Socket, h: sock_handle, lp: &Loop) {
+    let mut q = sock.queue.lock();
+    let mut sink = sink_to(lp, h);
+    q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
+    q.drain_recvs(SOCK_OPERATION_ABORTED, &mut sink);
+    if q.registered.take().is_some() {
+        lp.deregister(sock.fd(), h);
+    }
+    sock.queue.wake_waiter(&q);
+}
+
+/// `sock_attach`: binds an idle socket to another engine's loop.
+pub fn attach(sock: &Socket, lp: Arc<Loop>) -> Result<()> {
+    let mut q = sock.queue.lock();
+    if q.has_pending() {
+        return Err(Error::new(SOCK_INVALID_ARGUMENT));
+    }
+    if lp.is_stopped() {
+        return Err(Error::new(SOCK_INVALID_ARGUMENT));
+    }
+    let registered = q.registered.take();
+    if let (Some(old), Some(h)) = (&q.engine, registered) {
+        old.deregister(sock.fd(), h);
+    }
+    q.engine = Some(lp);
+    Ok(())
+}

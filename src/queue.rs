@@ -1,0 +1,430 @@
+//! A socket's operation queues: the one place that decides whose bytes go
+//! next, and which operations are still pending.
+//!
+//! Senders of every kind share one FIFO of entries: a blocking sender
+//! waiting for its turn, or a pending async send. Whoever writes to the
+//! kernel — a blocking sender holding the *turn* (`busy`), an async send
+//! completing inline, or the engine flushing pending sends — does so in
+//! that order, so the bytes of two operations never interleave. The
+//! segments of pending async sends live in one ring (`segs`), so the engine
+//! can hand several small operations to one `writev`; each pending
+//! operation itself is a small fixed record in the entry ring. Pending
+//! async receives have a FIFO of their own.
+//!
+//! This module holds the data structures and their bookkeeping only; the
+//! system calls are made by `io` (blocking path) and `asyncio` (async path).
+
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::engine::Loop;
+use crate::handle::sock_handle;
+use crate::status::{
+    sock_status, Error, Result, SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_WOULD_BLOCK,
+};
+use crate::sync;
+use crate::wait::Deadline;
+
+/// The C completion callback of an async send or receive.
+pub type CompletionFn = unsafe extern "C" fn(sock_handle, sock_status, usize, *mut c_void);
+
+/// A caller's `user_data`, passed back untouched on whatever thread runs
+/// the callback.
+#[derive(Clone, Copy)]
+pub struct UserData(pub *mut c_void);
+// SAFETY: the library never dereferences it; it only hands it back to the
+// caller's callback, which the contract says may run on an engine thread.
+unsafe impl Send for UserData {}
+
+/// Who to call when an operation completes.
+#[derive(Clone, Copy)]
+pub struct Callback {
+    pub func: CompletionFn,
+    pub user_data: UserData,
+    pub submitted: Instant,
+}
+
+/// A completion ready to be delivered: the callback and its arguments.
+pub struct Completion {
+    pub handle: sock_handle,
+    pub callback: Callback,
+    pub status: sock_status,
+    pub bytes: usize,
+}
+
+/// A segment of a pending send (a copy of the caller's `sock_buf`; the
+/// bytes stay the caller's).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Seg(pub libc::iovec);
+// SAFETY: a Seg points into a caller's buffer that the contract keeps valid
+// until the operation completes; only the thread holding the queue lock
+// reads through it.
+unsafe impl Send for Seg {}
+
+/// A pending async send.
+pub struct SendOp {
+    pub total: usize,
+    pub sent: usize,
+    /// Segments of this operation still in `segs`.
+    segs_left: usize,
+    pub os_flags: libc::c_int,
+    pub deadline: Option<Instant>,
+    pub callback: Callback,
+}
+
+impl SendOp {
+    /// A send of `total` bytes of which `sent` already went inline.
+    pub fn new(
+        total: usize,
+        sent: usize,
+        os_flags: libc::c_int,
+        deadline: Option<Instant>,
+        callback: Callback,
+    ) -> SendOp {
+        SendOp {
+            total,
+            sent,
+            segs_left: 0,
+            os_flags,
+            deadline,
+            callback,
+        }
+    }
+}
+
+/// A pending async receive into a caller's buffer.
+pub struct RecvOp {
+    pub buf: Seg,
+    pub os_flags: libc::c_int,
+    pub deadline: Option<Instant>,
+    pub callback: Callback,
+}
+
+enum Entry {
+    /// A blocking sender waiting for its turn (its ticket).
+    Waiter(u64),
+    Send(SendOp),
+}
+
+/// Everything behind a socket's queue lock.
+#[derive(Default)]
+pub struct QueueState {
+    /// A blocking sender holds the turn and writes outside the lock.
+    pub busy: bool,
+    entries: VecDeque<Entry>,
+    segs: VecDeque<Seg>,
+    pending_send_bytes: usize,
+    next_ticket: u64,
+    recvs: VecDeque<RecvOp>,
+    /// The engine loop this socket's async operations complete on.
+    pub engine: Option<Arc<Loop>>,
+    /// Registered with `engine`'s poller, under this handle.
+    pub registered: Option<sock_handle>,
+}
+
+/// Where completions go while the queue lock is held.
+pub type Sink<'a> = &'a mut dyn FnMut(Callback, sock_status, usize);
+
+impl QueueState {
+    /// No sender writes and nothing waits: a new operation may go inline.
+    pub fn is_idle(&self) -> bool {
+        !self.busy && self.entries.is_empty()
+    }
+
+    pub fn pending_send_bytes(&self) -> usize {
+        self.pending_send_bytes
+    }
+
+    pub fn has_pending_sends(&self) -> bool {
+        self.entries.iter().any(|e| matches!(e, Entry::Send(_)))
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.has_pending_sends() || !self.recvs.is_empty()
+    }
+
+    /// The front entry is a pending send (the engine has work).
+    pub fn send_at_front(&self) -> bool {
+        matches!(self.entries.front(), Some(Entry::Send(_)))
+    }
+
+    /// The front entry is a blocking sender waiting for its turn.
+    pub fn waiter_at_front(&self) -> bool {
+        matches!(self.entries.front(), Some(Entry::Waiter(_)))
+    }
+
+    /// Queues an async send whose first `op.sent` bytes already went.
+    pub fn push_send(&mut self, mut op: SendOp, iov: &[libc::iovec]) {
+        let mut skip = op.sent;
+        let before = self.segs.len();
+        for seg in iov {
+            // Skip what already went, and empty segments.
+            if skip >= seg.iov_len {
+                skip -= seg.iov_len;
+                continue;
+            }
+            // SAFETY: skip < iov_len here (or both are 0), so the advanced
+            // pointer stays inside the caller's segment.
+            let base = unsafe { seg.iov_base.cast::<u8>().add(skip) };
+            self.segs.push_back(Seg(libc::iovec {
+                iov_base: base.cast(),
+                iov_len: seg.iov_len - skip,
+            }));
+            skip = 0;
+        }
+        op.segs_left = self.segs.len() - before;
+        self.pending_send_bytes += op.total - op.sent;
+        self.entries.push_back(Entry::Send(op));
+    }
+
+    /// The segments of the pending sends at the front that one system call
+    /// may carry: consecutive operations with the same flags (streams), or
+    /// the first operation alone (datagrams), at most `max_segs` segments.
+    /// `None` when no send is at the front.
+    pub fn front_batch(
+        &mut self,
+        datagram: bool,
+        max_segs: usize,
+    ) -> Option<(&[libc::iovec], libc::c_int)> {
+        let Some(Entry::Send(first)) = self.entries.front() else {
+            return None;
+        };
+        let flags = first.os_flags;
+        let mut count = 0;
+        for entry in &self.entries {
+            match entry {
+                Entry::Send(op) if op.os_flags == flags && count < max_segs => {
+                    count += op.segs_left;
+                    if datagram {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let count = count.min(max_segs);
+        let segs = &self.segs.make_contiguous()[..count];
+        // SAFETY: Seg is repr(transparent) over iovec, so `count` Segs are
+        // `count` iovecs.
+        let iov = unsafe { std::slice::from_raw_parts(segs.as_ptr().cast::<libc::iovec>(), count) };
+        Some((iov, flags))
+    }
+
+    /// Accounts `n` bytes the kernel took from the front sends, completing
+    /// each operation that is now fully sent (and empty ones) in order.
+    pub fn consume(&mut self, mut n: usize, sink: Sink) {
+        self.pending_send_bytes -= n;
+        while let Some(Entry::Send(op)) = self.entries.front_mut() {
+            while op.segs_left > 0 {
+                let Some(seg) = self.segs.front_mut() else {
+                    break;
+                };
+                let take = n.min(seg.0.iov_len);
+                // SAFETY: take <= iov_len, so the pointer stays inside (or
+                // one past) the caller's segment.
+                seg.0.iov_base = unsafe { seg.0.iov_base.cast::<u8>().add(take) }.cast();
+                seg.0.iov_len -= take;
+                n -= take;
+                op.sent += take;
+                if seg.0.iov_len > 0 {
+                    break;
+                }
+                self.segs.pop_front();
+                op.segs_left -= 1;
+            }
+            if op.segs_left > 0 {
+                break;
+            }
+            if let Some(Entry::Send(op)) = self.entries.pop_front() {
+                sink(op.callback, SOCK_OK, op.sent);
+            }
+        }
+        debug_assert_eq!(n, 0, "the kernel took more than was queued");
+    }
+
+    /// Completes the front datagram send: the kernel took it whole (`n` bytes).
+    pub fn consume_datagram(&mut self, n: usize, sink: Sink) {
+        if let Some(Entry::Send(op)) = self.entries.pop_front() {
+            self.segs.drain(..op.segs_left);
+            self.pending_send_bytes -= op.total - op.sent;
+            sink(op.callback, SOCK_OK, n);
+        }
+    }
+
+    /// Completes every pending send with `status` and its partial count,
+    /// in submission order; blocking waiters stay queued.
+    pub fn drain_sends(&mut self, status: sock_status, sink: Sink) {
+        self.entries.retain(|entry| match entry {
+            Entry::Send(op) => {
+                sink(op.callback, status, op.sent);
+                false
+            }
+            Entry::Waiter(_) => true,
+        });
+        self.segs.clear();
+        self.pending_send_bytes = 0;
+    }
+
+    /// Completes every pending receive with `status` and no bytes.
+    pub fn drain_recvs(&mut self, status: sock_status, sink: Sink) {
+        for op in self.recvs.drain(..) {
+            sink(op.callback, status, 0);
+        }
+    }
+
+    /// Completes the operations whose deadline is at or before `now` with
+    /// `timed_out`; the rest go on. Returns the earliest deadline left.
+    pub fn expire(&mut self, now: Instant, timed_out: sock_status, sink: Sink) -> Option<Instant> {
+        let mut seg_index = 0;
+        let mut i = 0;
+        while i < self.entries.len() {
+            let expired = match &self.entries[i] {
+                Entry::Send(op) => op.deadline.is_some_and(|d| d <= now),
+                Entry::Waiter(_) => false,
+            };
+            if !expired {
+                if let Entry::Send(op) = &self.entries[i] {
+                    seg_index += op.segs_left;
+                }
+                i += 1;
+                continue;
+            }
+            if let Some(Entry::Send(op)) = self.entries.remove(i) {
+                self.segs.drain(seg_index..seg_index + op.segs_left);
+                self.pending_send_bytes -= op.total - op.sent;
+                sink(op.callback, timed_out, op.sent);
+            }
+        }
+        self.recvs.retain(|op| {
+            let expired = op.deadline.is_some_and(|d| d <= now);
+            if expired {
+                sink(op.callback, timed_out, 0);
+            }
+            !expired
+        });
+        let sends = self.entries.iter().filter_map(|e| match e {
+            Entry::Send(op) => op.deadline,
+            Entry::Waiter(_) => None,
+        });
+        sends
+            .chain(self.recvs.iter().filter_map(|op| op.deadline))
+            .min()
+    }
+
+    pub fn push_recv(&mut self, op: RecvOp) {
+        self.recvs.push_back(op);
+    }
+
+    pub fn has_recvs(&self) -> bool {
+        !self.recvs.is_empty()
+    }
+
+    pub fn front_recv(&self) -> Option<&RecvOp> {
+        self.recvs.front()
+    }
+
+    pub fn pop_recv(&mut self) -> Option<RecvOp> {
+        self.recvs.pop_front()
+    }
+}
+
+/// A socket's queues and the condition blocking senders wait on.
+#[derive(Default)]
+pub struct OpQueue {
+    state: Mutex<QueueState>,
+    turn_free: Condvar,
+}
+
+/// A blocking sender's right to write; released on drop.
+pub struct Turn<'a> {
+    queue: &'a OpQueue,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut st = self.queue.lock();
+        st.busy = false;
+        self.queue.after_release(&mut st);
+    }
+}
+
+impl OpQueue {
+    pub fn lock(&self) -> MutexGuard<'_, QueueState> {
+        sync::lock(&self.state)
+    }
+
+    /// Hands the socket on after a writer let go: wakes the next blocking
+    /// sender, or asks the engine to flush pending async sends.
+    pub fn after_release(&self, st: &mut QueueState) {
+        if st.waiter_at_front() {
+            self.turn_free.notify_all();
+        } else if st.send_at_front() {
+            if let (Some(engine), Some(h)) = (&st.engine, st.registered) {
+                engine.kick(h);
+            }
+        }
+    }
+
+    /// Takes the turn if nobody writes or waits (non-blocking mode).
+    pub fn try_acquire(&self) -> Result<Turn<'_>> {
+        let mut st = self.lock();
+        if !st.is_idle() {
+            return Err(Error::new(SOCK_WOULD_BLOCK));
+        }
+        st.busy = true;
+        Ok(Turn { queue: self })
+    }
+
+    /// Waits, behind every earlier entry, for the turn until `deadline`;
+    /// gives up with `SOCK_OPERATION_ABORTED` once `closed` is set.
+    pub fn acquire(&self, deadline: Deadline, closed: &AtomicBool) -> Result<Turn<'_>> {
+        let mut st = self.lock();
+        if st.is_idle() {
+            st.busy = true;
+            return Ok(Turn { queue: self });
+        }
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.entries.push_back(Entry::Waiter(ticket));
+        loop {
+            let give_up = if closed.load(Ordering::Acquire) {
+                Some(Error::new(SOCK_OPERATION_ABORTED))
+            } else {
+                deadline.remaining().err()
+            };
+            if let Some(err) = give_up {
+                st.entries
+                    .retain(|e| !matches!(e, Entry::Waiter(t) if *t == ticket));
+                // Whoever was queued behind us may go now.
+                if !st.busy {
+                    self.after_release(&mut st);
+                }
+                return Err(err);
+            }
+            if !st.busy && matches!(st.entries.front(), Some(Entry::Waiter(t)) if *t == ticket) {
+                st.entries.pop_front();
+                st.busy = true;
+                return Ok(Turn { queue: self });
+            }
+            let timeout = deadline.remaining().ok().flatten();
+            st = sync::wait(&self.turn_free, st, timeout);
+        }
+    }
+
+    /// Wakes the blocking sender at the front of the queue, if the turn is free.
+    pub fn wake_waiter(&self, st: &QueueState) {
+        if !st.busy && st.waiter_at_front() {
+            self.turn_free.notify_all();
+        }
+    }
+
+    /// Wakes every waiting blocking sender (close: they see `closed`).
+    pub fn wake_all(&self) {
+        let _st = self.lock();
+        self.turn_free.notify_all();
+    }
+}
