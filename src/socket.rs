@@ -17,8 +17,8 @@ use socket2::{Domain, SockAddr, Type};
 use crate::options::Options;
 use crate::queue::OpQueue;
 use crate::status::{
-    Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IN_PROGRESS, SOCK_OPERATION_ABORTED,
-    SOCK_WOULD_BLOCK,
+    Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IN_PROGRESS, SOCK_IS_CONNECTED,
+    SOCK_OPERATION_ABORTED, SOCK_WOULD_BLOCK,
 };
 use crate::wait::{wait_fd, Deadline};
 
@@ -232,12 +232,23 @@ impl Socket {
     /// Connects; in blocking mode waits up to the send timeout, in
     /// non-blocking mode returns `SOCK_IN_PROGRESS` for a connect under way.
     pub fn connect(&self, addr: &SockAddr) -> Result<()> {
+        let stream = self.kind == Kind::Stream;
+        if stream && self.state() == State::Connected {
+            return Err(Error::new(SOCK_IS_CONNECTED));
+        }
         let deadline = Deadline::after_ms(self.options.send_timeout_ms());
         let mut backoff = Duration::from_millis(1);
         loop {
+            let was_connecting = self.state() == State::Connecting;
             let err = match self.os.connect(addr) {
                 Ok(()) => {
                     self.set_state(State::Connected);
+                    // On a non-blocking descriptor the first connect after
+                    // an earlier one finished returns 0; report it as the
+                    // blocking socket APIs do.
+                    if stream && was_connecting {
+                        return Err(Error::new(SOCK_IS_CONNECTED));
+                    }
                     return Ok(());
                 }
                 Err(e) => Error::from(e),

@@ -1,0 +1,91 @@
+/*
+ * Every test, in run order: X(name) for a function declared with
+ * TEST_IMPL(name) in one of the test-*.c files. The runner builds its table
+ * from this list; a name missing from the files is a link error.
+ */
+#ifndef TEST_LIST_H
+#define TEST_LIST_H
+
+#define TEST_LIST(X) \
+  /* test-lifecycle.c */ \
+  X(version_matches_macros) \
+  X(strerror_never_null) \
+  X(tcp4_lifecycle) \
+  X(tcp6_lifecycle) \
+  X(unix_lifecycle) \
+  X(localhost_resolves) \
+  X(unknown_host_not_found) \
+  X(connect_refused) \
+  X(connect_nonblocking_in_progress) \
+  X(connect_twice_is_connected) \
+  X(bind_errors) \
+  X(accept_timeout) \
+  X(accept_nonblocking_would_block) \
+  X(recv_timeout) \
+  X(recv_peek_and_eof) \
+  X(sockets_are_cloexec) \
+  X(os_error_is_per_thread) \
+  /* test-address.c */ \
+  X(address_malformed) \
+  X(address_family_mismatch) \
+  X(address_buffer_protocol) \
+  X(address_long_unix_path) \
+  X(address_unconnected_peer) \
+  /* test-options.c */ \
+  X(options_defaults) \
+  X(options_round_trip_tcp) \
+  X(options_round_trip_udp) \
+  X(options_round_trip_unix) \
+  X(options_invalid_values) \
+  /* test-send-blocking.c */ \
+  X(send_64mib_tcp4_slow_reader) \
+  X(send_8mib_tcp6_slow_reader) \
+  X(send_8mib_unix_slow_reader) \
+  X(send_timeout_reports_partial_count) \
+  X(send_zero_length_stream) \
+  X(send_not_connected) \
+  X(send_oob_byte) \
+  /* test-send-nonblocking.c */ \
+  X(send_nonblocking_partial_then_would_block) \
+  X(recv_nonblocking_would_block) \
+  X(send_nonblocking_zero_length) \
+  /* test-sendv.c */ \
+  X(sendv_2400_one_byte_segments) \
+  X(sendv_slow_reader_partial_writes) \
+  X(sendv_mixed_and_empty_segments) \
+  /* test-udp.c */ \
+  X(udp_connected_send) \
+  X(udp_unconnected_send_needs_destination) \
+  X(udp_send_to_two_receivers) \
+  X(udp_recv_from_reports_sender_ipv4) \
+  X(udp_recv_from_reports_sender_ipv6) \
+  X(udp_oversized_message_size) \
+  X(udp_truncated_recv_message_size) \
+  X(udp_zero_length_datagram_send) \
+  X(udp_zero_length_datagram_recv) \
+  X(udp_recv_from_small_address_cap) \
+  X(udp_ipv4_literal_on_inet6) \
+  X(udp_sendv_gathers_one_datagram) \
+  /* test-errors.c */ \
+  X(reset_before_send) \
+  X(reset_during_send) \
+  X(unix_peer_gone_no_sigpipe) \
+  X(tcp_peer_closed_no_sigpipe) \
+  X(send_after_shutdown) \
+  X(shutdown_not_connected) \
+  /* test-bad-args.c */ \
+  X(invalid_handles) \
+  X(stale_handle_never_reaches_new_socket) \
+  X(null_pointers) \
+  X(unknown_enum_values) \
+  X(lengths_beyond_ptrdiff_max) \
+  X(stream_only_calls_on_datagram) \
+  /* test-threads.c */ \
+  X(four_threads_send_whole_records) \
+  X(close_races_blocking_send) \
+  X(close_races_blocking_recv) \
+  X(handle_table_churn) \
+  X(close_while_many_threads_use_handle) \
+  /* end */
+
+#endif /* TEST_LIST_H */
