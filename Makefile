@@ -8,7 +8,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c lint clean
+.PHONY: all build header examples demo test test-rust test-c test-readme lint clean
 
 all: build examples
 
@@ -19,16 +19,19 @@ build:
 header:
 	SOCK_REGEN_HEADER=1 $(CARGO) build --release
 
-examples: build examples/build/demo
+EXAMPLES := examples/build/demo examples/build/async_demo
 
-examples/build/demo: examples/demo.c include/sock.h $(LIBDIR)/libsock.so
+examples: build $(EXAMPLES)
+
+examples/build/%: examples/%.c include/sock.h $(LIBDIR)/libsock.so
 	@mkdir -p $(dir $@)
 	$(CC) $(EXAMPLE_CFLAGS) $< -o $@ $(EXAMPLE_LDFLAGS)
 
 demo: examples
 	./examples/build/demo
+	./examples/build/async_demo
 
-test: build test-rust test-c
+test: build test-rust test-c test-readme
 
 test-rust:
 	$(CARGO) test --release
@@ -37,6 +40,19 @@ test-c: build
 	$(MAKE) -C c-tests headers
 	$(MAKE) -C c-tests run-asan
 	$(MAKE) -C c-tests run
+
+# Every C block of the README compiles (and links) against the header.
+test-readme: build
+	@mkdir -p examples/build/readme
+	@awk '/^```c$$/{n++; f=sprintf("examples/build/readme/block%d.c", n); print "#include \"sock.h\"" > f; next} \
+	     /^```$$/{f=""} f{print > f}' README.md
+	@for f in examples/build/readme/block*.c; do \
+	    if grep -q 'int main' $$f; then \
+	        $(CC) $(EXAMPLE_CFLAGS) $$f -o $${f%.c} $(EXAMPLE_LDFLAGS) || exit 1; \
+	    else \
+	        $(CC) $(EXAMPLE_CFLAGS) -c $$f -o $${f%.c}.o || exit 1; \
+	    fi; \
+	done; echo "README: every C block compiles ($$(ls examples/build/readme/block*.c | wc -l) blocks)"
 
 lint:
 	$(CARGO) fmt --check

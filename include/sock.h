@@ -35,6 +35,11 @@
 #define SOCK_VERSION_PATCH 0
 
 /*
+ Most threads `sock_engine_new` accepts.
+ */
+#define SOCK_ENGINE_MAX_THREADS 256
+
+/*
  No flags.
  */
 #define SOCK_MSG_NONE 0
@@ -106,6 +111,18 @@
 #define SOCK_OPT_LINGER_MS 10
 
 /*
+ 1 (default): an async operation that finishes inside its call returns
+ SOCK_OK and its callback is not called; 0: it returns SOCK_IO_PENDING
+ and reports through its callback like any other (one code path).
+ */
+#define SOCK_OPT_ASYNC_INLINE_COMPLETION 11
+
+/*
+ Read-only: bytes queued by async sends and not yet handed to the kernel.
+ */
+#define SOCK_OPT_PENDING_SEND_BYTES 12
+
+/*
  `sock_socket` family: IPv4.
  */
 #define SOCK_FAMILY_INET 1
@@ -146,6 +163,12 @@
 #define SOCK_SHUT_BOTH 2
 
 /*
+ An engine: the thread(s) — or, for a manual engine, the calls to
+ `sock_engine_poll` — that run completion callbacks. Opaque.
+ */
+typedef struct sock_engine sock_engine;
+
+/*
  Result of every libsock function. Values equal Winsock / .NET `SocketError`.
  */
 typedef int32_t sock_status;
@@ -154,6 +177,23 @@ typedef int32_t sock_status;
  Names one socket inside the library; not a file descriptor. 0 is never valid.
  */
 typedef uint64_t sock_handle;
+
+/*
+ Completion callback of `sock_send_async` / `sock_sendv_async`: `status`
+ is the operation's final status (SOCK_OK, SOCK_OPERATION_ABORTED,
+ SOCK_TIMED_OUT, SOCK_CONNECTION_RESET, ...) and `bytes_sent` the bytes of
+ this operation handed to the kernel, including those sent inside the
+ call. Runs exactly once per operation that returned SOCK_IO_PENDING, on
+ the socket's engine: an engine thread (the default engine, or one of
+ `sock_engine_new(n >= 1)`), or inside `sock_engine_poll` on the thread
+ that calls it (manual engine). It may run before `sock_send_async` has
+ returned to its caller. It may call any libsock function, including
+ `sock_send_async` and `sock_close` on `h`; it must not throw or longjmp.
+ */
+typedef void (*sock_send_callback)(sock_handle h,
+                                   sock_status status,
+                                   size_t bytes_sent,
+                                   void *user_data);
 
 /*
  One segment of a gather list: `len` bytes at `data`. Same layout as `struct iovec`.
@@ -168,6 +208,15 @@ typedef struct sock_buf {
    */
   size_t len;
 } sock_buf;
+
+/*
+ Completion callback of `sock_recv_async`: `bytes_received` >= 1, or 0
+ with SOCK_OK at orderly end of stream. Runs as `sock_send_callback` does.
+ */
+typedef void (*sock_recv_callback)(sock_handle h,
+                                   sock_status status,
+                                   size_t bytes_received,
+                                   void *user_data);
 
 /*
  The handle value that never names a socket.
@@ -383,6 +432,150 @@ typedef struct sock_buf {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Sends `len` bytes from `buf` without blocking the caller. Three outcomes:
+
+ - SOCK_OK: finished inside the call; every byte is in the kernel,
+   `*sent_now == len`, and `on_done` is NOT called.
+ - SOCK_IO_PENDING: accepted; the rest goes in the background and
+   `on_done` runs exactly once, later (possibly before this call returns,
+   on an engine thread: set up what it needs first), with the total bytes
+   of the operation.
+ - any other status: failed; `on_done` is not called and nothing of this
+   operation is queued (`*sent_now` says if bytes went before the error).
+
+ `buf` must stay valid until `on_done` runs (or the call returns anything
+ but SOCK_IO_PENDING); libsock never copies the payload. Operations on one
+ socket leave in submission order, never interleaved with each other or
+ with `sock_send`, and their callbacks run in that order.
+ SOCK_OPT_SEND_TIMEOUT_MS bounds how long the operation may stay pending
+ (then SOCK_TIMED_OUT with its partial count; later operations go on).
+ `sock_close`, `sock_shutdown` (sending) and `sock_cancel_sends` complete
+ pending operations with SOCK_OPERATION_ABORTED. With
+ SOCK_OPT_ASYNC_INLINE_COMPLETION set to 0, an operation that finishes
+ inside the call returns SOCK_IO_PENDING and reports through `on_done`.
+
+ Inline completion is common, so a callback that starts the next send
+ must loop on SOCK_OK rather than recurse:
+
+ ```c
+ static void on_sent(sock_handle h, sock_status s, size_t n, void *ud) {
+     struct job *job = ud;
+     (void)n;
+     while (s == SOCK_OK && job_next(job))        // finished inline: go on here
+         s = sock_send_async(h, job->buf, job->len, SOCK_MSG_NONE,
+                             on_sent, job, NULL);
+     if (s != SOCK_OK && s != SOCK_IO_PENDING)    // SOCK_IO_PENDING: on_sent runs again
+         job_failed(job, s);
+ }
+ ```
+
+ Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT
+ (flags, `len` > PTRDIFF_MAX), SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED,
+ SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_CONNECTION_RESET, SOCK_SHUTDOWN,
+ SOCK_OPERATION_ABORTED (the socket's engine was freed), OS errors.
+ */
+sock_status sock_send_async(sock_handle h,
+                            const void *buf,
+                            size_t len,
+                            int32_t flags,
+                            sock_send_callback on_done,
+                            void *user_data,
+                            size_t *sent_now);
+
+/*
+ Sends the `count` segments of `bufs` without blocking, as
+ `sock_send_async`. The `bufs` array itself may be reused as soon as the
+ call returns; the bytes it points to must stay valid until `on_done`.
+ Errors: as `sock_send_async`; SOCK_FAULT also for `bufs` NULL with
+ `count` > 0 or a segment with NULL `data` and `len` > 0.
+ */
+sock_status sock_sendv_async(sock_handle h,
+                             const struct sock_buf *bufs,
+                             size_t count,
+                             int32_t flags,
+                             sock_send_callback on_done,
+                             void *user_data,
+                             size_t *sent_now);
+
+/*
+ Receives into `buf` (`cap` bytes) without blocking, with the three
+ outcomes of `sock_send_async`: SOCK_OK (data or end of stream was there:
+ `*received_now` bytes, 0 meaning end of stream; no callback),
+ SOCK_IO_PENDING (`on_done` runs exactly once when at least one byte, or
+ end of stream, arrived), or an error (no callback). `buf` stays the
+ caller's and must stay valid until `on_done`. Pending receives complete
+ in submission order; SOCK_OPT_RECV_TIMEOUT_MS bounds how long one may
+ stay pending (then SOCK_TIMED_OUT). A datagram longer than `cap` is cut
+ and reported with SOCK_MESSAGE_SIZE. `flags`: SOCK_MSG_NONE, SOCK_MSG_OOB,
+ SOCK_MSG_PEEK.
+ Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT,
+ SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED, SOCK_CONNECTION_RESET, OS errors.
+ */
+sock_status sock_recv_async(sock_handle h,
+                            void *buf,
+                            size_t cap,
+                            int32_t flags,
+                            sock_recv_callback on_done,
+                            void *user_data,
+                            size_t *received_now);
+
+/*
+ Completes every pending async send of `h` with SOCK_OPERATION_ABORTED
+ and the bytes each did send (callbacks run on the engine as usual);
+ the socket stays open. Pending receives are untouched.
+ Errors: SOCK_NOT_SOCKET.
+ */
+sock_status sock_cancel_sends(sock_handle h);
+
+/*
+ Creates an engine. `threads` >= 1: that many I/O threads, each running
+ the callbacks of the sockets it serves. `threads` == 0: a manual engine
+ that runs callbacks only inside `sock_engine_poll`, on the calling
+ thread. `*out` receives the engine (NULL on error).
+ Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` > SOCK_ENGINE_MAX_THREADS),
+ OS errors.
+ */
+sock_status sock_engine_new(uint32_t threads, struct sock_engine **out);
+
+/*
+ Frees an engine. First every pending operation of its sockets completes
+ with SOCK_OPERATION_ABORTED (each callback once: on the engine's threads,
+ or for a manual engine inside this call); then its threads are joined.
+ Its sockets stay open, but their later async calls fail with
+ SOCK_OPERATION_ABORTED until `sock_attach` gives them another engine.
+ Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live engine).
+ */
+sock_status sock_engine_free(struct sock_engine *e);
+
+/*
+ Runs a manual engine once: waits up to `timeout_ms` (0: not at all;
+ -1: until there is work) for sockets to become ready, moves their
+ pending operations on, and runs the callbacks that are due, on this
+ thread. `*completed` (if not NULL) receives how many callbacks ran.
+ Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live manual
+ engine, `timeout_ms` < -1), SOCK_ALREADY_IN_PROGRESS (another thread is
+ polling it, or a callback called this).
+ */
+sock_status sock_engine_poll(struct sock_engine *e, int32_t timeout_ms, size_t *completed);
+
+/*
+ The descriptor of a manual engine, for the program's own
+ epoll/poll/select loop: it is readable whenever `sock_engine_poll` has
+ work. Owned by the engine: do not close it or read from it.
+ Errors: SOCK_FAULT, SOCK_INVALID_ARGUMENT (not a live manual engine).
+ */
+sock_status sock_engine_fd(struct sock_engine *e, int32_t *fd);
+
+/*
+ Makes engine `e` (NULL: the default engine, started on first use with
+ one I/O thread) run the callbacks of socket `h` from now on. The socket
+ must have no pending async operation.
+ Errors: SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (not a live engine, or
+ operations pending), OS errors.
+ */
+sock_status sock_attach(sock_handle h, struct sock_engine *e);
 
 /*
  The library's version, "MAJOR.MINOR.PATCH"; a static string, never NULL.

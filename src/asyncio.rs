@@ -199,10 +199,7 @@ pub fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
     }
     let datagram = sock.kind == Kind::Dgram;
     let mut sink = sink_to(lp, h);
-    loop {
-        let Some((iov, flags)) = q.front_batch(datagram, IOV_MAX) else {
-            break;
-        };
+    while let Some((iov, flags)) = q.front_batch(datagram, IOV_MAX) {
         match io::send_once(sock, iov, None, flags) {
             Ok(n) if datagram => q.consume_datagram(n, &mut sink),
             Ok(n) => q.consume(n, &mut sink),

@@ -37,8 +37,8 @@ const WAKER: Token = Token(0);
 const TIMER: Token = Token(1);
 /// Callbacks one loop iteration runs before it lets the poller look again.
 const MAX_CALLBACKS_PER_RUN: usize = 65_536;
-/// Most threads an engine may have.
-pub const MAX_ENGINE_THREADS: u32 = 256;
+/// Most threads `sock_engine_new` accepts.
+pub const SOCK_ENGINE_MAX_THREADS: u32 = 256;
 
 thread_local! {
     /// The loop whose callbacks or events this thread is processing.
@@ -176,7 +176,7 @@ impl Loop {
     pub fn add_timer(&self, at: Instant, h: sock_handle) {
         let mut st = sync::lock(&self.state);
         st.timers.push(Reverse((at, h)));
-        if st.armed.is_none_or(|armed| at < armed) {
+        if st.armed.map_or(true, |armed| at < armed) {
             st.armed = Some(at);
             self.arm(at);
         }
@@ -346,7 +346,7 @@ pub struct Engine {
 impl Engine {
     /// `threads == 0`: a manual engine; else that many loops and threads.
     pub fn new(threads: u32) -> Result<Arc<Engine>> {
-        if threads > MAX_ENGINE_THREADS {
+        if threads > SOCK_ENGINE_MAX_THREADS {
             return Err(Error::new(SOCK_INVALID_ARGUMENT));
         }
         let count = threads.max(1) as usize;

@@ -428,3 +428,183 @@ impl OpQueue {
         self.turn_free.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::SOCK_TIMED_OUT;
+    use std::time::Duration;
+
+    unsafe extern "C" fn never(_: sock_handle, _: sock_status, _: usize, _: *mut c_void) {}
+
+    /// A callback record whose user_data carries an operation number.
+    fn cb(id: usize) -> Callback {
+        Callback {
+            func: never,
+            user_data: UserData(id as *mut c_void),
+            submitted: Instant::now(),
+        }
+    }
+
+    fn iov(buf: &[u8]) -> libc::iovec {
+        libc::iovec {
+            iov_base: buf.as_ptr() as *mut c_void,
+            iov_len: buf.len(),
+        }
+    }
+
+    type Log = Vec<(usize, sock_status, usize)>;
+
+    fn record(log: &mut Log) -> impl FnMut(Callback, sock_status, usize) + '_ {
+        |c, s, n| log.push((c.user_data.0 as usize, s, n))
+    }
+
+    #[test]
+    fn consume_completes_operations_in_order_with_exact_counts() {
+        let (a, b, c) = ([1u8; 10], [2u8; 5], [3u8; 7]);
+        let mut q = QueueState::default();
+        q.push_send(SendOp::new(15, 0, 0, None, cb(1)), &[iov(&a), iov(&b)]);
+        q.push_send(SendOp::new(0, 0, 0, None, cb(2)), &[]);
+        q.push_send(SendOp::new(7, 3, 0, None, cb(3)), &[iov(&c)]);
+        assert_eq!(q.pending_send_bytes(), 15 + 4);
+        let (batch, _) = q.front_batch(false, IOV_MAX_FOR_TEST).unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[2].iov_len, 4, "the 3 bytes sent inline are skipped");
+        let mut log = Log::new();
+        q.consume(12, &mut record(&mut log));
+        assert!(log.is_empty());
+        q.consume(3, &mut record(&mut log));
+        // Operation 1 is done, and the empty operation 2 right behind it.
+        assert_eq!(log, vec![(1, SOCK_OK, 15), (2, SOCK_OK, 0)]);
+        q.consume(4, &mut record(&mut log));
+        assert_eq!(log[2], (3, SOCK_OK, 7));
+        assert_eq!(q.pending_send_bytes(), 0);
+        assert!(q.is_idle());
+    }
+
+    const IOV_MAX_FOR_TEST: usize = 1024;
+
+    #[test]
+    fn batches_stop_at_flag_changes_and_datagram_boundaries() {
+        let a = [0u8; 4];
+        let mut q = QueueState::default();
+        q.push_send(SendOp::new(4, 0, 0, None, cb(1)), &[iov(&a)]);
+        q.push_send(SendOp::new(4, 0, 0, None, cb(2)), &[iov(&a)]);
+        q.push_send(SendOp::new(4, 0, libc::MSG_OOB, None, cb(3)), &[iov(&a)]);
+        assert_eq!(q.front_batch(false, IOV_MAX_FOR_TEST).unwrap().0.len(), 2);
+        assert_eq!(q.front_batch(true, IOV_MAX_FOR_TEST).unwrap().0.len(), 1);
+        assert_eq!(q.front_batch(false, 1).unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn expiry_removes_only_expired_operations_and_their_segments() {
+        let (a, b, c) = ([1u8; 4], [2u8; 4], [3u8; 4]);
+        let now = Instant::now();
+        let past = Some(now - Duration::from_millis(1));
+        let later = Some(now + Duration::from_secs(60));
+        let mut q = QueueState::default();
+        q.push_send(SendOp::new(4, 1, 0, later, cb(1)), &[iov(&a)]);
+        q.push_send(SendOp::new(4, 0, 0, past, cb(2)), &[iov(&b)]);
+        q.push_send(SendOp::new(4, 0, 0, None, cb(3)), &[iov(&c)]);
+        let mut log = Log::new();
+        let next = q.expire(now, SOCK_TIMED_OUT, &mut record(&mut log));
+        assert_eq!(log, vec![(2, SOCK_TIMED_OUT, 0)]);
+        assert_eq!(next, later);
+        let (batch, _) = q.front_batch(false, IOV_MAX_FOR_TEST).unwrap();
+        // Operation 1's remaining 3 bytes, then operation 3's: b is gone.
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[1].iov_base as *const u8, c.as_ptr());
+        assert_eq!(q.pending_send_bytes(), 3 + 4);
+    }
+
+    #[test]
+    fn drain_reports_partial_counts_and_keeps_waiters() {
+        let a = [0u8; 8];
+        let q = OpQueue::default();
+        let closed = AtomicBool::new(false);
+        let turn = q.try_acquire().unwrap();
+        q.lock()
+            .push_send(SendOp::new(8, 2, 0, None, cb(1)), &[iov(&a)]);
+        q.lock().entries.push_back(Entry::Waiter(99));
+        q.lock()
+            .push_send(SendOp::new(8, 0, 0, None, cb(2)), &[iov(&a)]);
+        let mut log = Log::new();
+        q.lock()
+            .drain_sends(SOCK_OPERATION_ABORTED, &mut record(&mut log));
+        assert_eq!(
+            log,
+            vec![
+                (1, SOCK_OPERATION_ABORTED, 2),
+                (2, SOCK_OPERATION_ABORTED, 0)
+            ]
+        );
+        assert!(q.lock().waiter_at_front());
+        q.lock().entries.clear();
+        drop(turn);
+        assert!(q.acquire(Deadline::after_ms(0), &closed).is_ok());
+    }
+
+    #[test]
+    fn try_acquire_fails_while_held_or_while_sends_pend() {
+        let q = OpQueue::default();
+        let t = q.try_acquire().unwrap();
+        assert_eq!(q.try_acquire().err().unwrap().status, SOCK_WOULD_BLOCK);
+        drop(t);
+        let a = [0u8; 1];
+        q.lock()
+            .push_send(SendOp::new(1, 0, 0, None, cb(1)), &[iov(&a)]);
+        assert_eq!(q.try_acquire().err().unwrap().status, SOCK_WOULD_BLOCK);
+    }
+
+    #[test]
+    fn waiter_times_out_and_does_not_block_the_line() {
+        let q = OpQueue::default();
+        let closed = AtomicBool::new(false);
+        let held = q.try_acquire().unwrap();
+        let e = q.acquire(Deadline::after_ms(10), &closed).err().unwrap();
+        assert_eq!(e.status, SOCK_TIMED_OUT);
+        drop(held);
+        assert!(q.try_acquire().is_ok());
+    }
+
+    #[test]
+    fn waiters_get_the_turn_in_arrival_order() {
+        let q = Arc::new(OpQueue::default());
+        let closed = Arc::new(AtomicBool::new(false));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let held = q.try_acquire().unwrap();
+        let mut threads = Vec::new();
+        for i in 0..4 {
+            let (q2, closed, order) = (q.clone(), closed.clone(), order.clone());
+            threads.push(std::thread::spawn(move || {
+                let _t = q2.acquire(Deadline::after_ms(0), &closed).unwrap();
+                order.lock().unwrap().push(i);
+            }));
+            // Let thread i queue before thread i + 1.
+            while q.lock().entries.len() < i + 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(held);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn close_aborts_waiters() {
+        let q = Arc::new(OpQueue::default());
+        let closed = Arc::new(AtomicBool::new(false));
+        let held = q.try_acquire().unwrap();
+        let (q2, c2) = (q.clone(), closed.clone());
+        let t = std::thread::spawn(move || q2.acquire(Deadline::after_ms(0), &c2).err().unwrap());
+        while q.lock().entries.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        closed.store(true, Ordering::Release);
+        q.wake_all();
+        assert_eq!(t.join().unwrap().status, SOCK_OPERATION_ABORTED);
+        drop(held);
+    }
+}

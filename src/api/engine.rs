@@ -32,7 +32,7 @@ fn live(e: *const sock_engine) -> Option<Arc<Engine>> {
 /// the callbacks of the sockets it serves. `threads` == 0: a manual engine
 /// that runs callbacks only inside `sock_engine_poll`, on the calling
 /// thread. `*out` receives the engine (NULL on error).
-/// Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` > 256),
+/// Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` > SOCK_ENGINE_MAX_THREADS),
 /// OS errors.
 #[no_mangle]
 pub extern "C" fn sock_engine_new(threads: u32, out: *mut *mut sock_engine) -> sock_status {
