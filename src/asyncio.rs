@@ -44,8 +44,10 @@ fn registered_loop(q: &mut QueueState, sock: &Socket, h: sock_handle) -> Result<
     Ok(lp)
 }
 
-fn deadline_after(timeout_ms: u32, now: Instant) -> Option<Instant> {
-    (timeout_ms > 0).then(|| now + Duration::from_millis(timeout_ms.into()))
+/// The deadline of an operation going pending now (the clock is read only
+/// when a timeout is set, never on the inline fast path).
+fn deadline_after(timeout_ms: u32) -> Option<Instant> {
+    (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms.into()))
 }
 
 /// Reports an operation that finished inside its call: `SOCK_OK` (no
@@ -120,7 +122,7 @@ pub fn send_async(
         Ok(lp) => lp,
         Err(e) => return (report(e), sent),
     };
-    let deadline = deadline_after(sock.options.send_timeout_ms(), callback.submitted);
+    let deadline = deadline_after(sock.options.send_timeout_ms());
     let op = SendOp::new(total, sent, os_flags, deadline, callback);
     q.push_send(op, iov);
     if let Some(at) = deadline {
@@ -161,7 +163,7 @@ pub fn recv_async(
         Ok(lp) => lp,
         Err(e) => return (report(e), 0),
     };
-    let deadline = deadline_after(sock.options.recv_timeout_ms(), callback.submitted);
+    let deadline = deadline_after(sock.options.recv_timeout_ms());
     q.push_recv(RecvOp {
         buf: Seg(libc::iovec {
             iov_base: buf.cast(),

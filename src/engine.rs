@@ -437,9 +437,11 @@ impl Engine {
 fn run_thread(lp: Arc<Loop>) {
     CURRENT_LOOP.with(|c| c.set(Arc::as_ptr(&lp)));
     while !lp.exit.load(Ordering::Acquire) {
-        // A failing poll (out of memory) is retried after a pause rather
-        // than spinning.
-        if lp.run_once(None).is_err() {
+        // A bug that panics must not end the thread and strand every
+        // socket of the loop; a failing poll (out of memory) is retried
+        // after a pause rather than spinning.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run_once(None)));
+        if !matches!(ran, Ok(Ok(_))) {
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -44,7 +44,6 @@ unsafe impl Send for UserData {}
 pub struct Callback {
     pub func: CompletionFn,
     pub user_data: UserData,
-    pub submitted: Instant,
 }
 
 /// A completion ready to be delivered: the callback and its arguments.
@@ -442,7 +441,6 @@ mod tests {
         Callback {
             func: never,
             user_data: UserData(id as *mut c_void),
-            submitted: Instant::now(),
         }
     }
 

@@ -2,7 +2,6 @@
 //! reported through a callback.
 
 use std::ffi::c_void;
-use std::time::Instant;
 
 use crate::asyncio;
 use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
@@ -63,7 +62,6 @@ fn submit_send(
                 let callback = Callback {
                     func,
                     user_data: UserData(user_data),
-                    submitted: Instant::now(),
                 };
                 asyncio::send_async(&sock, h, iov, total, os_flags, callback)
             }
@@ -203,7 +201,10 @@ pub extern "C" fn sock_recv_async(
             Err(e) => return report(e),
         };
         let sock = try_socket!(h);
-        let callback = Callback { func, user_data: UserData(user_data), submitted: Instant::now() };
+        let callback = Callback {
+            func,
+            user_data: UserData(user_data),
+        };
         let (status, n) = asyncio::recv_async(&sock, h, buf.cast(), cap, os_flags, callback);
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(received_now, n) };
