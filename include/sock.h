@@ -219,6 +219,14 @@ typedef void (*sock_recv_callback)(sock_handle h,
                                    void *user_data);
 
 /*
+ Receives one NUL-terminated trace line per operation (valid only during
+ the call). Runs on the thread that did the operation — for async
+ completions the engine's thread — so it must be thread-safe; it must not
+ call `sock_set_trace`.
+ */
+typedef void (*sock_trace_callback)(const char *line, void *user_data);
+
+/*
  The handle value that never names a socket.
  */
 #define SOCK_INVALID_HANDLE 0
@@ -593,6 +601,16 @@ const char *sock_strerror(sock_status status);
  for diagnostics next to a status such as `SOCK_SOCKET_ERROR`.
  */
 int32_t sock_os_error(void);
+
+/*
+ Sends one line per operation (handle, operation, bytes, status; for
+ async operations the time from submission to completion) to `cb`, with
+ `user_data`; NULL turns the callback off. With `SOCK_TRACE=1` in the
+ environment the same lines also go to stderr. `cb` may run on any
+ thread, including engine threads. Off, tracing costs one branch.
+ Errors: none (always SOCK_OK).
+ */
+sock_status sock_set_trace(sock_trace_callback cb, void *user_data);
 
 /*
  Sends `len` bytes from `buf`.

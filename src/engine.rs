@@ -315,6 +315,7 @@ impl Loop {
             };
             for c in batch.drain(..) {
                 let cb = c.callback;
+                crate::trace::completion(c.handle, cb.op, c.bytes, c.status, cb.submitted);
                 // SAFETY: the caller gave us this function pointer for this
                 // operation and promised it is callable with these
                 // arguments; it runs exactly once, here.

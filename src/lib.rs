@@ -6,7 +6,7 @@
 //! its life cycle), `queue` (a socket's pending operations, shared by the
 //! blocking and async paths), `io` (the blocking path), `asyncio` (the
 //! async path), `engine` (loops that wait for readiness and run
-//! callbacks), `wait` (deadlines and readiness), `api` (the `extern "C"`
+//! callbacks), `wait` (deadlines and readiness), `trace` (per-operation trace lines), `api` (the `extern "C"`
 //! surface), `panic` and `ffi` (the ABI boundary's helpers).
 #![allow(non_camel_case_types)]
 
@@ -24,6 +24,7 @@ pub mod options;
 pub mod queue;
 pub mod socket;
 pub mod status;
+pub mod trace;
 pub mod wait;
 
 pub use address::SOCK_ADDRESS_MAX_LEN;

@@ -44,6 +44,10 @@ unsafe impl Send for UserData {}
 pub struct Callback {
     pub func: CompletionFn,
     pub user_data: UserData,
+    /// The operation's name in trace lines.
+    pub op: &'static str,
+    /// When it was submitted, recorded only while tracing is on.
+    pub submitted: Option<Instant>,
 }
 
 /// A completion ready to be delivered: the callback and its arguments.
@@ -441,6 +445,8 @@ mod tests {
         Callback {
             func: never,
             user_data: UserData(id as *mut c_void),
+            op: "test",
+            submitted: None,
         }
     }
 

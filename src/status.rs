@@ -136,6 +136,54 @@ pub fn status_from_errno(errno: i32) -> sock_status {
     }
 }
 
+/// The C name of a status code ("SOCK_TIMED_OUT"), or "SOCK_UNKNOWN".
+pub fn status_name(status: sock_status) -> &'static str {
+    match status {
+        SOCK_OK => "SOCK_OK",
+        SOCK_SOCKET_ERROR => "SOCK_SOCKET_ERROR",
+        SOCK_OPERATION_ABORTED => "SOCK_OPERATION_ABORTED",
+        SOCK_IO_PENDING => "SOCK_IO_PENDING",
+        SOCK_INTERRUPTED => "SOCK_INTERRUPTED",
+        SOCK_ACCESS_DENIED => "SOCK_ACCESS_DENIED",
+        SOCK_FAULT => "SOCK_FAULT",
+        SOCK_INVALID_ARGUMENT => "SOCK_INVALID_ARGUMENT",
+        SOCK_TOO_MANY_OPEN_SOCKETS => "SOCK_TOO_MANY_OPEN_SOCKETS",
+        SOCK_WOULD_BLOCK => "SOCK_WOULD_BLOCK",
+        SOCK_IN_PROGRESS => "SOCK_IN_PROGRESS",
+        SOCK_ALREADY_IN_PROGRESS => "SOCK_ALREADY_IN_PROGRESS",
+        SOCK_NOT_SOCKET => "SOCK_NOT_SOCKET",
+        SOCK_DESTINATION_ADDRESS_REQUIRED => "SOCK_DESTINATION_ADDRESS_REQUIRED",
+        SOCK_MESSAGE_SIZE => "SOCK_MESSAGE_SIZE",
+        SOCK_PROTOCOL_TYPE => "SOCK_PROTOCOL_TYPE",
+        SOCK_PROTOCOL_OPTION => "SOCK_PROTOCOL_OPTION",
+        SOCK_PROTOCOL_NOT_SUPPORTED => "SOCK_PROTOCOL_NOT_SUPPORTED",
+        SOCK_SOCKET_NOT_SUPPORTED => "SOCK_SOCKET_NOT_SUPPORTED",
+        SOCK_OPERATION_NOT_SUPPORTED => "SOCK_OPERATION_NOT_SUPPORTED",
+        SOCK_PROTOCOL_FAMILY_NOT_SUPPORTED => "SOCK_PROTOCOL_FAMILY_NOT_SUPPORTED",
+        SOCK_ADDRESS_FAMILY_NOT_SUPPORTED => "SOCK_ADDRESS_FAMILY_NOT_SUPPORTED",
+        SOCK_ADDRESS_ALREADY_IN_USE => "SOCK_ADDRESS_ALREADY_IN_USE",
+        SOCK_ADDRESS_NOT_AVAILABLE => "SOCK_ADDRESS_NOT_AVAILABLE",
+        SOCK_NETWORK_DOWN => "SOCK_NETWORK_DOWN",
+        SOCK_NETWORK_UNREACHABLE => "SOCK_NETWORK_UNREACHABLE",
+        SOCK_NETWORK_RESET => "SOCK_NETWORK_RESET",
+        SOCK_CONNECTION_ABORTED => "SOCK_CONNECTION_ABORTED",
+        SOCK_CONNECTION_RESET => "SOCK_CONNECTION_RESET",
+        SOCK_NO_BUFFER_SPACE => "SOCK_NO_BUFFER_SPACE",
+        SOCK_IS_CONNECTED => "SOCK_IS_CONNECTED",
+        SOCK_NOT_CONNECTED => "SOCK_NOT_CONNECTED",
+        SOCK_SHUTDOWN => "SOCK_SHUTDOWN",
+        SOCK_TIMED_OUT => "SOCK_TIMED_OUT",
+        SOCK_CONNECTION_REFUSED => "SOCK_CONNECTION_REFUSED",
+        SOCK_HOST_DOWN => "SOCK_HOST_DOWN",
+        SOCK_HOST_UNREACHABLE => "SOCK_HOST_UNREACHABLE",
+        SOCK_DISCONNECTING => "SOCK_DISCONNECTING",
+        SOCK_HOST_NOT_FOUND => "SOCK_HOST_NOT_FOUND",
+        SOCK_TRY_AGAIN => "SOCK_TRY_AGAIN",
+        SOCK_NO_DATA => "SOCK_NO_DATA",
+        _ => "SOCK_UNKNOWN",
+    }
+}
+
 /// The text `sock_strerror` returns for `status`, NUL-terminated.
 pub fn status_text(status: sock_status) -> &'static str {
     match status {
@@ -332,6 +380,28 @@ mod tests {
             assert_eq!(t.find('\0'), Some(t.len() - 1));
         }
         assert_eq!(status_text(42), "unknown status code\0");
+    }
+
+    #[test]
+    fn every_known_code_has_its_c_name() {
+        for (code, name) in [
+            (0, "SOCK_OK"),
+            (-1, "SOCK_SOCKET_ERROR"),
+            (10060, "SOCK_TIMED_OUT"),
+            (11004, "SOCK_NO_DATA"),
+            (997, "SOCK_IO_PENDING"),
+        ] {
+            assert_eq!(status_name(code), name);
+        }
+        assert_eq!(status_name(1234), "SOCK_UNKNOWN");
+        // Every code with a text of its own has a name of its own.
+        for code in -1..12000 {
+            assert_eq!(
+                status_text(code) == "unknown status code\0",
+                status_name(code) == "SOCK_UNKNOWN",
+                "{code}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::io::{self, sock_buf};
 use crate::panic::ffi_boundary;
 use crate::queue::{Callback, UserData};
 use crate::status::{report, sock_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_OK};
+use crate::trace;
 
 use super::io::gather_list;
 
@@ -44,7 +45,9 @@ pub type sock_recv_callback = Option<
 >;
 
 /// Submits a send of the iovecs (already checked) and writes `*sent_now`.
+#[allow(clippy::too_many_arguments)]
 fn submit_send(
+    op: &'static str,
     h: sock_handle,
     iov: &[libc::iovec],
     total: usize,
@@ -62,6 +65,8 @@ fn submit_send(
                 let callback = Callback {
                     func,
                     user_data: UserData(user_data),
+                    op,
+                    submitted: trace::now_if_enabled(),
                 };
                 asyncio::send_async(&sock, h, iov, total, os_flags, callback)
             }
@@ -69,6 +74,7 @@ fn submit_send(
     };
     // SAFETY: `sent_now` is NULL or points to a size_t (C's promise).
     unsafe { write_opt(sent_now, sent) };
+    trace::op(h, op, sent, status);
     status
 }
 
@@ -135,7 +141,7 @@ pub extern "C" fn sock_send_async(
             return SOCK_INVALID_ARGUMENT;
         }
         let iov = [libc::iovec { iov_base: buf.cast_mut(), iov_len: len }];
-        submit_send(h, &iov, len, flags, on_done, user_data, sent_now)
+        submit_send("send_async", h, &iov, len, flags, on_done, user_data, sent_now)
     }
 }
 
@@ -156,7 +162,9 @@ pub extern "C" fn sock_sendv_async(
 ) -> sock_status {
     ffi_boundary! {
         match gather_list(bufs, count) {
-            Ok((iov, total)) => submit_send(h, iov, total, flags, on_done, user_data, sent_now),
+            Ok((iov, total)) => {
+                submit_send("sendv_async", h, iov, total, flags, on_done, user_data, sent_now)
+            }
             Err(status) => {
                 // SAFETY: NULL or a size_t (C's promise).
                 unsafe { write_opt(sent_now, 0) };
@@ -204,8 +212,11 @@ pub extern "C" fn sock_recv_async(
         let callback = Callback {
             func,
             user_data: UserData(user_data),
+            op: "recv_async",
+            submitted: trace::now_if_enabled(),
         };
         let (status, n) = asyncio::recv_async(&sock, h, buf.cast(), cap, os_flags, callback);
+        trace::op(h, "recv_async", n, status);
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(received_now, n) };
         status

@@ -1,9 +1,10 @@
 //! Library-wide exports: version, status texts, the thread's last OS error.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 
 use crate::panic::ffi_boundary;
 use crate::status::{self, sock_status};
+use crate::trace::{self, sock_trace_callback};
 
 /// Major version of this header; equals the first number of `sock_version()`.
 pub const SOCK_VERSION_MAJOR: u32 = 0;
@@ -35,6 +36,20 @@ pub extern "C" fn sock_strerror(status: sock_status) -> *const c_char {
 pub extern "C" fn sock_os_error() -> i32 {
     ffi_boundary! {
         status::last_os_error()
+    }
+}
+
+/// Sends one line per operation (handle, operation, bytes, status; for
+/// async operations the time from submission to completion) to `cb`, with
+/// `user_data`; NULL turns the callback off. With `SOCK_TRACE=1` in the
+/// environment the same lines also go to stderr. `cb` may run on any
+/// thread, including engine threads. Off, tracing costs one branch.
+/// Errors: none (always SOCK_OK).
+#[no_mangle]
+pub extern "C" fn sock_set_trace(cb: sock_trace_callback, user_data: *mut c_void) -> sock_status {
+    ffi_boundary! {
+        trace::set(cb, user_data);
+        status::SOCK_OK
     }
 }
 

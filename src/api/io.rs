@@ -15,15 +15,24 @@ use crate::status::{
     report, sock_status, Error, Result, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
     SOCK_NOT_SOCKET, SOCK_NO_BUFFER_SPACE, SOCK_OK,
 };
+use crate::trace;
 
-/// Writes the count and turns the outcome into the status C sees.
-fn finish(outcome: (Result<()>, usize), count: *mut usize) -> sock_status {
+/// Writes the count, traces the call and turns the outcome into the
+/// status C sees.
+fn finish(
+    h: sock_handle,
+    op: &str,
+    outcome: (Result<()>, usize),
+    count: *mut usize,
+) -> sock_status {
     // SAFETY: `count` is NULL or points to a size_t (C's promise).
     unsafe { write_opt(count, outcome.1) };
-    match outcome.0 {
+    let status = match outcome.0 {
         Ok(()) => SOCK_OK,
         Err(e) => report(e),
-    }
+    };
+    trace::op(h, op, outcome.1, status);
+    status
 }
 
 fn fail(status: sock_status) -> (Result<()>, usize) {
@@ -100,7 +109,7 @@ pub extern "C" fn sock_send(
         } else {
             send_checked(h, &single(buf, len), len, flags, std::ptr::null())
         };
-        finish(outcome, sent)
+        finish(h, "send", outcome, sent)
     }
 }
 
@@ -128,7 +137,7 @@ pub extern "C" fn sock_send_to(
         } else {
             send_checked(h, &single(buf, len), len, flags, address)
         };
-        finish(outcome, sent)
+        finish(h, "send_to", outcome, sent)
     }
 }
 
@@ -182,7 +191,7 @@ pub extern "C" fn sock_sendv(
             Ok((iov, total)) => send_checked(h, iov, total, flags, std::ptr::null()),
             Err(status) => fail(status),
         };
-        finish(outcome, sent)
+        finish(h, "sendv", outcome, sent)
     }
 }
 
@@ -208,7 +217,7 @@ pub extern "C" fn sock_recv(
 ) -> sock_status {
     ffi_boundary! {
         let outcome = recv_checked(h, buf, cap, flags, std::ptr::null_mut(), 0);
-        finish(outcome, received)
+        finish(h, "recv", outcome, received)
     }
 }
 
@@ -230,7 +239,7 @@ pub extern "C" fn sock_recv_from(
 ) -> sock_status {
     ffi_boundary! {
         let outcome = recv_checked(h, buf, cap, flags, address, address_cap);
-        finish(outcome, received)
+        finish(h, "recv_from", outcome, received)
     }
 }
 

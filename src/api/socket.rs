@@ -13,10 +13,11 @@ use crate::socket::{Family, Kind, Socket, SOCK_SHUT_BOTH, SOCK_SHUT_SEND};
 use crate::status::{
     report, sock_status, to_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_NOT_SOCKET, SOCK_OK,
 };
+use crate::trace;
 
 /// Stores a new socket in the table and its handle in `*out`
 /// (`SOCK_INVALID_HANDLE` on failure).
-fn publish(socket: crate::status::Result<Socket>, out: *mut sock_handle) -> sock_status {
+fn publish(op: &str, socket: crate::status::Result<Socket>, out: *mut sock_handle) -> sock_status {
     let result = socket.and_then(handle::insert);
     let (status, h) = match result {
         Ok(h) => (SOCK_OK, h),
@@ -24,6 +25,14 @@ fn publish(socket: crate::status::Result<Socket>, out: *mut sock_handle) -> sock
     };
     // SAFETY: `out` was checked non-NULL by the caller and points to a sock_handle.
     unsafe { out.write(h) };
+    trace::op(h, op, 0, status);
+    status
+}
+
+/// Runs an export's body and traces its outcome.
+fn traced(h: sock_handle, op: &str, body: impl FnOnce() -> sock_status) -> sock_status {
+    let status = body();
+    trace::op(h, op, 0, status);
     status
 }
 
@@ -40,7 +49,7 @@ pub extern "C" fn sock_socket(family: i32, r#type: i32, out: *mut sock_handle) -
         let opened = Family::from_c(family)
             .and_then(|f| Kind::from_c(r#type).map(|k| (f, k)))
             .and_then(|(f, k)| Socket::open(f, k));
-        publish(opened, out)
+        publish("socket", opened, out)
     }
 }
 
@@ -52,11 +61,13 @@ pub extern "C" fn sock_socket(family: i32, r#type: i32, out: *mut sock_handle) -
 #[no_mangle]
 pub extern "C" fn sock_bind(h: sock_handle, address: *const c_char) -> sock_status {
     ffi_boundary! {
-        try_non_null!(address);
-        let sock = try_socket!(h);
-        // SAFETY: non-NULL, and C promises a NUL-terminated string.
-        let addr = try_status!(address::parse(unsafe { c_str(address) }, sock.family, sock.kind));
-        to_status(sock.bind(&addr))
+        traced(h, "bind", || {
+            try_non_null!(address);
+            let sock = try_socket!(h);
+            // SAFETY: non-NULL, and C promises a NUL-terminated string.
+            let addr = try_status!(address::parse(unsafe { c_str(address) }, sock.family, sock.kind));
+            to_status(sock.bind(&addr))
+        })
     }
 }
 
@@ -67,8 +78,10 @@ pub extern "C" fn sock_bind(h: sock_handle, address: *const c_char) -> sock_stat
 #[no_mangle]
 pub extern "C" fn sock_listen(h: sock_handle, backlog: i32) -> sock_status {
     ffi_boundary! {
-        let sock = try_socket!(h);
-        to_status(sock.listen(backlog))
+        traced(h, "listen", || {
+            let sock = try_socket!(h);
+            to_status(sock.listen(backlog))
+        })
     }
 }
 
@@ -89,7 +102,7 @@ pub extern "C" fn sock_accept(h: sock_handle, out: *mut sock_handle) -> sock_sta
             unsafe { out.write(SOCK_INVALID_HANDLE) };
             return SOCK_NOT_SOCKET;
         };
-        publish(sock.accept(), out)
+        publish("accept", sock.accept(), out)
     }
 }
 
@@ -104,11 +117,13 @@ pub extern "C" fn sock_accept(h: sock_handle, out: *mut sock_handle) -> sock_sta
 #[no_mangle]
 pub extern "C" fn sock_connect(h: sock_handle, address: *const c_char) -> sock_status {
     ffi_boundary! {
-        try_non_null!(address);
-        let sock = try_socket!(h);
-        // SAFETY: non-NULL, and C promises a NUL-terminated string.
-        let addr = try_status!(address::parse(unsafe { c_str(address) }, sock.family, sock.kind));
-        to_status(sock.connect(&addr))
+        traced(h, "connect", || {
+            try_non_null!(address);
+            let sock = try_socket!(h);
+            // SAFETY: non-NULL, and C promises a NUL-terminated string.
+            let addr = try_status!(address::parse(unsafe { c_str(address) }, sock.family, sock.kind));
+            to_status(sock.connect(&addr))
+        })
     }
 }
 
@@ -119,11 +134,13 @@ pub extern "C" fn sock_connect(h: sock_handle, address: *const c_char) -> sock_s
 #[no_mangle]
 pub extern "C" fn sock_shutdown(h: sock_handle, how: i32) -> sock_status {
     ffi_boundary! {
-        let sock = try_socket!(h);
-        if how == SOCK_SHUT_SEND || how == SOCK_SHUT_BOTH {
-            asyncio::cancel_sends(&sock, h);
-        }
-        to_status(sock.shutdown(how))
+        traced(h, "shutdown", || {
+            let sock = try_socket!(h);
+            if how == SOCK_SHUT_SEND || how == SOCK_SHUT_BOTH {
+                asyncio::cancel_sends(&sock, h);
+            }
+            to_status(sock.shutdown(how))
+        })
     }
 }
 
@@ -135,16 +152,18 @@ pub extern "C" fn sock_shutdown(h: sock_handle, how: i32) -> sock_status {
 #[no_mangle]
 pub extern "C" fn sock_close(h: sock_handle) -> sock_status {
     ffi_boundary! {
-        let Some(sock) = handle::remove(h) else {
-            return SOCK_NOT_SOCKET;
-        };
-        // Pending operations end now, each callback once, and no later
-        // flush touches their buffers.
-        asyncio::abort_all(&sock, h);
-        // Out of the table, nobody can take a new reference: the count only
-        // falls, so "1" means no other thread is inside a call on it.
-        sock.close(Arc::strong_count(&sock) > 1);
-        SOCK_OK
+        traced(h, "close", || {
+            let Some(sock) = handle::remove(h) else {
+                return SOCK_NOT_SOCKET;
+            };
+            // Pending operations end now, each callback once, and no later
+            // flush touches their buffers.
+            asyncio::abort_all(&sock, h);
+            // Out of the table, nobody can take a new reference: the count only
+            // falls, so "1" means no other thread is inside a call on it.
+            sock.close(Arc::strong_count(&sock) > 1);
+            SOCK_OK
+        })
     }
 }
 
