@@ -3,12 +3,16 @@
 #   make test    runs every test (cargo test, C tests, C tests under ASan+UBSan)
 
 CARGO  ?= cargo
+PREFIX ?= /usr/local
+DESTDIR ?=
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
 CC     ?= cc
 LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-readme lint clean
+.PHONY: all build header examples demo test test-rust test-c test-readme test-packaging install lint clean
 
 all: build examples
 
@@ -31,7 +35,7 @@ demo: examples
 	./examples/build/demo
 	./examples/build/async_demo
 
-test: build test-rust test-c test-readme
+test: build test-rust test-c test-readme test-packaging
 
 test-rust:
 	$(CARGO) test --release
@@ -53,6 +57,21 @@ test-readme: build
 	        $(CC) $(EXAMPLE_CFLAGS) -c $$f -o $${f%.c}.o || exit 1; \
 	    fi; \
 	done; echo "README: every C block compiles ($$(ls examples/build/readme/block*.c | wc -l) blocks)"
+
+test-packaging: build
+	./tests/packaging.sh
+
+# Installs libsock.so (SONAME libsock.so.MAJOR, with the usual links),
+# libsock.a, the headers and pkg-config's sock.pc under DESTDIR/PREFIX.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(LIBDIR)/libsock.so $(DESTDIR)$(PREFIX)/lib/libsock.so.$(VERSION)
+	ln -sf libsock.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libsock.so.$(MAJOR)
+	ln -sf libsock.so.$(MAJOR) $(DESTDIR)$(PREFIX)/lib/libsock.so
+	install -m 644 $(LIBDIR)/libsock.a $(DESTDIR)$(PREFIX)/lib/libsock.a
+	install -m 644 $(wildcard include/sock.h include/sock.hpp) $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' sock.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/sock.pc
 
 lint:
 	$(CARGO) fmt --check

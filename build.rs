@@ -1,8 +1,14 @@
-//! Generates the C header from the Rust sources with cbindgen.
+//! Generates the C header from the Rust sources with cbindgen, and gives
+//! the shared library its SONAME.
 //!
 //! The fresh header always goes to `$OUT_DIR/sock.h`; the test
 //! `tests/header.rs` fails when the committed `include/sock.h` differs from
 //! it. `make header` (SOCK_REGEN_HEADER=1) writes it into `include/`.
+//!
+//! `libsock.so` carries the SONAME `libsock.so.MAJOR`, so programs linked
+//! against it look for that name at run time; a `libsock.so.MAJOR` symlink
+//! next to the built library keeps in-tree programs (tests, examples,
+//! benchmarks) running straight from `target/`.
 
 use std::env;
 use std::fs;
@@ -15,6 +21,8 @@ fn main() {
 
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    set_soname(&out_dir);
+
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is readable");
     let bindings = cbindgen::Builder::new()
@@ -30,6 +38,25 @@ fn main() {
         let committed = crate_dir.join("include").join("sock.h");
         if fs::read(&committed).ok().as_deref() != Some(&text[..]) {
             fs::write(&committed, text).expect("include/sock.h is writable");
+        }
+    }
+}
+
+/// Links `libsock.so` with SONAME `libsock.so.MAJOR` and puts a
+/// `libsock.so.MAJOR -> libsock.so` symlink in the profile directory
+/// (`$OUT_DIR` is `<target>/<profile>/build/<pkg>-<hash>/out`).
+fn set_soname(out_dir: &std::path::Path) {
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("CARGO_PKG_VERSION_MAJOR");
+    let soname = format!("libsock.so.{major}");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+    if let Some(profile_dir) = out_dir.ancestors().nth(3) {
+        let link = profile_dir.join(&soname);
+        if fs::symlink_metadata(&link).is_err() {
+            // A failure here only affects running from target/; ignore it.
+            let _ = std::os::unix::fs::symlink("libsock.so", &link);
         }
     }
 }
