@@ -12,7 +12,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-readme test-packaging install lint clean
+.PHONY: all build header examples demo test test-rust test-c test-readme test-packaging install bench bench-quick lint clean
 
 all: build examples
 
@@ -72,6 +72,14 @@ install: build
 	install -m 644 $(wildcard include/sock.h include/sock.hpp) $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' sock.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/sock.pc
+
+# Benchmarks (bench/README.md): the full run writes bench/results/latest.md
+# and a chart; the quick one is a smoke test of every program.
+bench: build
+	$(MAKE) -C bench run
+
+bench-quick: build
+	$(MAKE) -C bench quick
 
 lint:
 	$(CARGO) fmt --check
