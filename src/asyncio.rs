@@ -34,6 +34,12 @@ fn bound_loop(q: &mut QueueState) -> Result<Arc<Loop>> {
     Ok(lp)
 }
 
+/// The socket's engine was freed: its async calls fail until it is attached
+/// to another one.
+fn engine_freed(q: &QueueState) -> bool {
+    q.engine.as_ref().is_some_and(|lp| lp.is_stopped())
+}
+
 /// The bound loop, with the socket registered for readiness (once).
 fn registered_loop(q: &mut QueueState, sock: &Socket, h: sock_handle) -> Result<Arc<Loop>> {
     let lp = bound_loop(q)?;
@@ -93,29 +99,36 @@ pub fn send_async(
         return (report(e), 0);
     }
     let mut q = sock.queue.lock();
+    if engine_freed(&q) {
+        return (report(Error::new(SOCK_OPERATION_ABORTED)), 0);
+    }
     let mut sent = 0;
     if q.is_idle() {
-        // (outcome, bytes, finished): a datagram goes whole or not at all.
-        let (result, n, finished) = match sock.kind {
-            Kind::Stream => {
-                let (result, n) = io::send_all(sock, iov, os_flags, None);
-                (result, n, n == total)
+        // The fast path: one system call, and usually that is all.
+        let first = loop {
+            match io::send_once(sock, io::first_window(iov), None, os_flags) {
+                Err(e) if e.errno == libc::EINTR => {}
+                result => break result,
             }
-            Kind::Dgram => loop {
-                match io::send_once(sock, iov, None, os_flags) {
-                    Ok(n) => break (Ok(()), n, true),
-                    Err(e) if e.errno == libc::EINTR => {}
-                    Err(e) if e.errno == libc::EAGAIN => break (Ok(()), 0, false),
-                    Err(e) => break (Err(sock.fail(e)), 0, false),
-                }
-            },
         };
-        match result {
-            Err(e) => return (report(e), n),
-            Ok(()) if finished => {
+        match first {
+            // A datagram goes whole or not at all.
+            Ok(n) if n == total || sock.kind == Kind::Dgram => {
                 return (finished_inline(&mut q, sock, h, callback, SOCK_OK, n), n);
             }
-            Ok(()) => sent = n,
+            Ok(n) => {
+                // Part went: send what else fits now, without waiting.
+                let (result, n) = io::send_all(sock, iov, total, n, os_flags, None);
+                if let Err(e) = result {
+                    return (report(e), n);
+                }
+                if n == total {
+                    return (finished_inline(&mut q, sock, h, callback, SOCK_OK, n), n);
+                }
+                sent = n;
+            }
+            Err(e) if e.errno == libc::EAGAIN => {}
+            Err(e) => return (report(sock.fail(e)), 0),
         }
     }
     let lp = match registered_loop(&mut q, sock, h) {
@@ -142,6 +155,9 @@ pub fn recv_async(
     callback: Callback,
 ) -> (sock_status, usize) {
     let mut q = sock.queue.lock();
+    if engine_freed(&q) {
+        return (report(Error::new(SOCK_OPERATION_ABORTED)), 0);
+    }
     if !q.has_recvs() {
         match io::recv_once(sock, buf, cap, os_flags, false) {
             Ok(r) => {

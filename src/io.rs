@@ -124,18 +124,31 @@ pub fn send(
     if sock.kind == Kind::Stream && total == 0 {
         return (Ok(()), 0);
     }
+    // The fast path: nobody else sends, so try it all at once, one system
+    // call under the queue lock; only a send that must wait takes the turn.
+    let mut sent = 0;
+    let mut turn = None;
+    if let Some(idle) = sock.queue.lock_if_idle() {
+        match send_once(sock, first_window(bufs), to, os_flags) {
+            Ok(n) if n == total || sock.kind == Kind::Dgram => return (Ok(()), n),
+            Ok(n) => sent = n,
+            Err(e) if e.errno == libc::EAGAIN || e.errno == libc::EINTR => {}
+            Err(e) => return (Err(sock.fail(e)), 0),
+        }
+        turn = Some(sock.queue.take_turn(idle));
+    }
     let deadline = Deadline::after_ms(sock.options.send_timeout_ms());
-    let turn = if sock.options.blocking() {
-        sock.queue.acquire(deadline, sock.closed_flag())
-    } else {
-        sock.queue.try_acquire()
+    let turn = match turn {
+        Some(t) => Ok(t),
+        None if sock.options.blocking() => sock.queue.acquire(deadline, sock.closed_flag()),
+        None => sock.queue.try_acquire(),
     };
     let _turn = match turn {
         Ok(t) => t,
         Err(e) => return (Err(e), 0),
     };
     match sock.kind {
-        Kind::Stream => send_all(sock, bufs, os_flags, Some(deadline)),
+        Kind::Stream => send_all(sock, bufs, total, sent, os_flags, Some(deadline)),
         Kind::Dgram => match send_datagram(sock, bufs, to, os_flags, deadline) {
             Ok(n) => (Ok(()), n),
             Err(e) => (Err(e), 0),
@@ -179,14 +192,16 @@ fn send_datagram(
 /// the deadline, and in non-blocking mode stops when the kernel is full.
 /// With no deadline at all (`None`, the async path's inline attempt) it
 /// never waits: it returns `Ok` with what went once the kernel is full.
+/// `total` is the gather list's length and `sent` what already went.
 pub(crate) fn send_all(
     sock: &Socket,
     bufs: &[libc::iovec],
+    total: usize,
+    mut sent: usize,
     os_flags: libc::c_int,
     deadline: Option<Deadline>,
 ) -> (Result<()>, usize) {
-    let mut sent = 0usize;
-    let (mut index, mut offset) = (0usize, 0usize);
+    let (mut index, mut offset) = advance(bufs, 0, 0, sent);
     loop {
         while index < bufs.len() && offset == bufs[index].iov_len {
             index += 1;
@@ -214,19 +229,12 @@ pub(crate) fn send_all(
             send_once(sock, &window[..count], None, os_flags)
         };
         match result {
-            Ok(mut n) => {
+            Ok(n) => {
                 sent += n;
-                while n > 0 {
-                    let left = bufs[index].iov_len - offset;
-                    if n >= left {
-                        n -= left;
-                        index += 1;
-                        offset = 0;
-                    } else {
-                        offset += n;
-                        n = 0;
-                    }
+                if sent == total {
+                    return (Ok(()), sent);
                 }
+                (index, offset) = advance(bufs, index, offset, n);
             }
             Err(e) if e.errno == libc::EINTR => {}
             Err(e) if e.errno == libc::EAGAIN => match deadline {
@@ -241,6 +249,30 @@ pub(crate) fn send_all(
             Err(e) => return (Err(sock.fail(e)), sent),
         }
     }
+}
+
+/// The segments one system call may take from the front of a gather list.
+pub(crate) fn first_window(bufs: &[libc::iovec]) -> &[libc::iovec] {
+    &bufs[..bufs.len().min(IOV_MAX)]
+}
+
+/// The cursor (segment, offset in it) `n` bytes past (`index`, `offset`).
+fn advance(
+    bufs: &[libc::iovec],
+    mut index: usize,
+    mut offset: usize,
+    mut n: usize,
+) -> (usize, usize) {
+    while n > 0 {
+        let left = bufs[index].iov_len - offset;
+        if n < left {
+            return (index, offset + n);
+        }
+        n -= left;
+        index += 1;
+        offset = 0;
+    }
+    (index, offset)
 }
 
 /// What one receive got.

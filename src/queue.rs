@@ -372,6 +372,21 @@ impl OpQueue {
         }
     }
 
+    /// The locked queue, if nobody writes or waits: the caller may write
+    /// under the lock (non-blocking system calls only), then release it, or
+    /// keep going with `take_turn`.
+    pub fn lock_if_idle(&self) -> Option<MutexGuard<'_, QueueState>> {
+        let st = self.lock();
+        st.is_idle().then_some(st)
+    }
+
+    /// Turns the lock of an idle queue into the turn, for a blocking sender
+    /// that must wait for room.
+    pub fn take_turn<'a>(&'a self, mut idle: MutexGuard<'a, QueueState>) -> Turn<'a> {
+        idle.busy = true;
+        Turn { queue: self }
+    }
+
     /// Takes the turn if nobody writes or waits (non-blocking mode).
     pub fn try_acquire(&self) -> Result<Turn<'_>> {
         let mut st = self.lock();

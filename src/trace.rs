@@ -71,8 +71,17 @@ fn emit(line: String) {
 }
 
 /// Traces a finished synchronous operation (or an async submission).
-#[inline]
+/// Off, this is one load and one branch.
+#[inline(always)]
 pub fn op(h: sock_handle, op: &str, bytes: usize, status: sock_status) {
+    if MODE.load(Ordering::Relaxed) != OFF {
+        op_slow(h, op, bytes, status);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn op_slow(h: sock_handle, op: &str, bytes: usize, status: sock_status) {
     if enabled() {
         emit(format!(
             "h={h:#x} op={op} bytes={bytes} status={}({status})",
@@ -99,7 +108,17 @@ pub fn completion(
 }
 
 /// The submission time an async operation records: only when tracing.
-#[inline]
+#[inline(always)]
 pub fn now_if_enabled() -> Option<Instant> {
+    if MODE.load(Ordering::Relaxed) != OFF {
+        now_slow()
+    } else {
+        None
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn now_slow() -> Option<Instant> {
     enabled().then(Instant::now)
 }
