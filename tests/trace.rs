@@ -13,7 +13,9 @@ static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 unsafe extern "C" fn collect(line: *const c_char, user_data: *mut c_void) {
     assert_eq!(user_data as usize, 0x5eed);
     // SAFETY: libsock passes a valid NUL-terminated line.
-    let line = unsafe { CStr::from_ptr(line) }.to_string_lossy().into_owned();
+    let line = unsafe { CStr::from_ptr(line) }
+        .to_string_lossy()
+        .into_owned();
     LINES.lock().unwrap().push(line);
 }
 
@@ -25,13 +27,19 @@ unsafe extern "C" fn on_done(_: sock_handle, s: sock_status, n: usize, _: *mut c
 
 fn pair() -> (sock_handle, sock_handle) {
     let (mut l, mut c, mut a) = (0, 0, 0);
-    assert_eq!(sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &mut l), SOCK_OK);
+    assert_eq!(
+        sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &mut l),
+        SOCK_OK
+    );
     assert_eq!(sock_bind(l, c"127.0.0.1:0".as_ptr()), SOCK_OK);
     assert_eq!(sock_listen(l, 1), SOCK_OK);
     let mut addr = [0 as c_char; SOCK_ADDRESS_MAX_LEN];
     let rc = sock_local_address(l, addr.as_mut_ptr(), addr.len(), std::ptr::null_mut());
     assert_eq!(rc, SOCK_OK);
-    assert_eq!(sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &mut c), SOCK_OK);
+    assert_eq!(
+        sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &mut c),
+        SOCK_OK
+    );
     assert_eq!(sock_connect(c, addr.as_ptr()), SOCK_OK);
     assert_eq!(sock_accept(l, &mut a), SOCK_OK);
     assert_eq!(sock_close(l), SOCK_OK);
@@ -40,26 +48,48 @@ fn pair() -> (sock_handle, sock_handle) {
 
 fn lines_of(h: sock_handle) -> Vec<String> {
     let tag = format!("h={h:#x} ");
-    LINES.lock().unwrap().iter().filter(|l| l.starts_with(&tag)).cloned().collect()
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with(&tag))
+        .cloned()
+        .collect()
 }
 
 #[test]
 fn callback_gets_one_line_per_operation() {
-    assert_eq!(sock_set_trace(Some(collect), 0x5eed as *mut c_void), SOCK_OK);
+    assert_eq!(
+        sock_set_trace(Some(collect), 0x5eed as *mut c_void),
+        SOCK_OK
+    );
     let (c, a) = pair();
     let mut sent = 0;
-    assert_eq!(sock_send(c, b"hello".as_ptr().cast(), 5, 0, &mut sent), SOCK_OK);
+    assert_eq!(
+        sock_send(c, b"hello".as_ptr().cast(), 5, 0, &mut sent),
+        SOCK_OK
+    );
     // A send big enough to go pending; the reader drains it below.
     assert_eq!(sock_set_option(c, SOCK_OPT_SEND_BUFFER_SIZE, 4096), SOCK_OK);
     let big = vec![1u8; 2 << 20];
-    let status =
-        sock_send_async(c, big.as_ptr().cast(), big.len(), 0, Some(on_done), std::ptr::null_mut(), &mut sent);
+    let status = sock_send_async(
+        c,
+        big.as_ptr().cast(),
+        big.len(),
+        0,
+        Some(on_done),
+        std::ptr::null_mut(),
+        &mut sent,
+    );
     assert_eq!(status, SOCK_IO_PENDING);
     let mut buf = vec![0u8; 1 << 20];
     let (mut got, mut n) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while got < big.len() + 5 && Instant::now() < deadline {
-        assert_eq!(sock_recv(a, buf.as_mut_ptr().cast(), buf.len(), 0, &mut n), SOCK_OK);
+        assert_eq!(
+            sock_recv(a, buf.as_mut_ptr().cast(), buf.len(), 0, &mut n),
+            SOCK_OK
+        );
         got += n;
     }
     while DONE.lock().unwrap().is_none() && Instant::now() < deadline {
@@ -72,13 +102,33 @@ fn callback_gets_one_line_per_operation() {
     let ops: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
     assert_eq!(
         ops,
-        ["op=socket", "op=connect", "op=send", "op=send_async", "op=send_async.done", "op=close"],
+        [
+            "op=socket",
+            "op=connect",
+            "op=send",
+            "op=send_async",
+            "op=send_async.done",
+            "op=close"
+        ],
         "{lines:#?}"
     );
-    assert_eq!(lines[2], format!("h={c:#x} op=send bytes=5 status=SOCK_OK(0)"));
-    assert!(lines[3].ends_with("status=SOCK_IO_PENDING(997)"), "{}", lines[3]);
+    assert_eq!(
+        lines[2],
+        format!("h={c:#x} op=send bytes=5 status=SOCK_OK(0)")
+    );
+    assert!(
+        lines[3].ends_with("status=SOCK_IO_PENDING(997)"),
+        "{}",
+        lines[3]
+    );
     let done = &lines[4];
-    assert!(done.contains(&format!("bytes={} status=SOCK_OK(0) latency_us=", big.len())), "{done}");
+    assert!(
+        done.contains(&format!(
+            "bytes={} status=SOCK_OK(0) latency_us=",
+            big.len()
+        )),
+        "{done}"
+    );
     let latency: u64 = done.rsplit('=').next().unwrap().parse().unwrap();
     assert!(latency > 0, "{done}");
 
@@ -97,7 +147,10 @@ fn child_traces_to_stderr() {
         return;
     }
     let mut h = 0;
-    assert_eq!(sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_DGRAM, &mut h), SOCK_OK);
+    assert_eq!(
+        sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_DGRAM, &mut h),
+        SOCK_OK
+    );
     assert_eq!(sock_close(h), SOCK_OK);
     assert_eq!(sock_close(h), SOCK_NOT_SOCKET);
 }
@@ -105,16 +158,33 @@ fn child_traces_to_stderr() {
 #[test]
 fn sock_trace_env_prints_to_stderr() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_traces_to_stderr", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_traces_to_stderr",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SOCK_TRACE", "1")
         .env("SOCK_TRACE_CHILD", "1")
         .output()
         .unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("libsock: ")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("libsock: "))
+        .collect();
     assert_eq!(lines.len(), 3, "{stderr}");
-    assert!(lines[0].contains(" op=socket bytes=0 status=SOCK_OK(0)"), "{stderr}");
-    assert!(lines[1].contains(" op=close bytes=0 status=SOCK_OK(0)"), "{stderr}");
-    assert!(lines[2].contains(" op=close bytes=0 status=SOCK_NOT_SOCKET(10038)"), "{stderr}");
+    assert!(
+        lines[0].contains(" op=socket bytes=0 status=SOCK_OK(0)"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains(" op=close bytes=0 status=SOCK_OK(0)"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].contains(" op=close bytes=0 status=SOCK_NOT_SOCKET(10038)"),
+        "{stderr}"
+    );
 }
