@@ -188,7 +188,10 @@ typedef uint64_t sock_handle;
  `sock_engine_new(n >= 1)`), or inside `sock_engine_poll` on the thread
  that calls it (manual engine). It may run before `sock_send_async` has
  returned to its caller. It may call any libsock function, including
- `sock_send_async` and `sock_close` on `h`; it must not throw or longjmp.
+ `sock_send_async` and `sock_close` on `h`. It must not throw, longjmp or
+ end its thread (pthread_exit): a runtime that does so while shutting
+ down (as Python's does) must close its sockets — so every pending
+ callback runs with SOCK_OPERATION_ABORTED — before it exits.
  */
 typedef void (*sock_send_callback)(sock_handle h,
                                    sock_status status,
@@ -552,7 +555,8 @@ sock_status sock_engine_new(uint32_t threads, struct sock_engine **out);
  with SOCK_OPERATION_ABORTED (each callback once: on the engine's threads,
  or for a manual engine inside this call); then its threads are joined.
  Its sockets stay open, but their later async calls fail with
- SOCK_OPERATION_ABORTED until `sock_attach` gives them another engine.
+ SOCK_OPERATION_ABORTED until `sock_attach` gives them another engine
+ (NULL: the default one).
  Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live engine).
  */
 sock_status sock_engine_free(struct sock_engine *e);
@@ -672,9 +676,10 @@ sock_status sock_sendv(sock_handle h,
  sockets: one datagram; one longer than `cap` is cut to `cap` bytes and
  the call returns SOCK_MESSAGE_SIZE. Blocking mode waits, at most
  SOCK_OPT_RECV_TIMEOUT_MS (then SOCK_TIMED_OUT); non-blocking mode
- returns SOCK_WOULD_BLOCK when nothing is there. `flags`:
- SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_PEEK. `received` may be NULL;
- otherwise it is always written.
+ returns SOCK_WOULD_BLOCK when nothing is there. `cap == 0` returns
+ SOCK_OK with 0 at once, receiving nothing. `flags`: SOCK_MSG_NONE,
+ SOCK_MSG_OOB, SOCK_MSG_PEEK. `received` may be NULL; otherwise it is
+ always written.
  Errors: SOCK_FAULT (`buf` NULL), SOCK_INVALID_ARGUMENT (flags, `cap` >
  PTRDIFF_MAX), SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED, SOCK_WOULD_BLOCK,
  SOCK_TIMED_OUT, SOCK_MESSAGE_SIZE, SOCK_CONNECTION_RESET,

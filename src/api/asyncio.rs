@@ -23,7 +23,10 @@ use super::io::gather_list;
 /// `sock_engine_new(n >= 1)`), or inside `sock_engine_poll` on the thread
 /// that calls it (manual engine). It may run before `sock_send_async` has
 /// returned to its caller. It may call any libsock function, including
-/// `sock_send_async` and `sock_close` on `h`; it must not throw or longjmp.
+/// `sock_send_async` and `sock_close` on `h`. It must not throw, longjmp or
+/// end its thread (pthread_exit): a runtime that does so while shutting
+/// down (as Python's does) must close its sockets — so every pending
+/// callback runs with SOCK_OPERATION_ABORTED — before it exits.
 pub type sock_send_callback = Option<
     unsafe extern "C" fn(
         h: sock_handle,

@@ -53,7 +53,8 @@ pub extern "C" fn sock_engine_new(threads: u32, out: *mut *mut sock_engine) -> s
 /// with SOCK_OPERATION_ABORTED (each callback once: on the engine's threads,
 /// or for a manual engine inside this call); then its threads are joined.
 /// Its sockets stay open, but their later async calls fail with
-/// SOCK_OPERATION_ABORTED until `sock_attach` gives them another engine.
+/// SOCK_OPERATION_ABORTED until `sock_attach` gives them another engine
+/// (NULL: the default one).
 /// Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live engine).
 #[no_mangle]
 pub extern "C" fn sock_engine_free(e: *mut sock_engine) -> sock_status {

@@ -200,9 +200,10 @@ pub extern "C" fn sock_sendv(
 /// sockets: one datagram; one longer than `cap` is cut to `cap` bytes and
 /// the call returns SOCK_MESSAGE_SIZE. Blocking mode waits, at most
 /// SOCK_OPT_RECV_TIMEOUT_MS (then SOCK_TIMED_OUT); non-blocking mode
-/// returns SOCK_WOULD_BLOCK when nothing is there. `flags`:
-/// SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_PEEK. `received` may be NULL;
-/// otherwise it is always written.
+/// returns SOCK_WOULD_BLOCK when nothing is there. `cap == 0` returns
+/// SOCK_OK with 0 at once, receiving nothing. `flags`: SOCK_MSG_NONE,
+/// SOCK_MSG_OOB, SOCK_MSG_PEEK. `received` may be NULL; otherwise it is
+/// always written.
 /// Errors: SOCK_FAULT (`buf` NULL), SOCK_INVALID_ARGUMENT (flags, `cap` >
 /// PTRDIFF_MAX), SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED, SOCK_WOULD_BLOCK,
 /// SOCK_TIMED_OUT, SOCK_MESSAGE_SIZE, SOCK_CONNECTION_RESET,
@@ -267,6 +268,10 @@ fn recv_checked(
     let want_from = !address.is_null();
     if want_from && address_cap < address::max_text_len(sock.family) {
         return fail(SOCK_NO_BUFFER_SPACE);
+    }
+    if cap == 0 {
+        // Nothing to receive into: not a wait, and not an end of stream.
+        return (Ok(()), 0);
     }
     let r = match io::recv(&sock, buf.cast(), cap, os_flags, want_from) {
         Ok(r) => r,
