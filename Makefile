@@ -1,6 +1,7 @@
 # libsock — top-level build. The two commands a new user needs:
 #   make demo    builds everything and runs the loopback demo
-#   make test    runs every test (cargo test, C tests, C tests under ASan+UBSan)
+#   make test    runs every test: cargo test, the C tests (plain and under
+#                ASan+UBSan), the README's C blocks, packaging, the Python tests
 
 CARGO  ?= cargo
 PREFIX ?= /usr/local
@@ -12,7 +13,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-readme test-packaging install bench bench-quick lint clean
+.PHONY: all build header examples demo test test-rust test-c test-readme test-packaging test-python install bench bench-quick lint clean
 
 all: build examples
 
@@ -35,7 +36,7 @@ demo: examples
 	./examples/build/demo
 	./examples/build/async_demo
 
-test: build test-rust test-c test-readme test-packaging
+test: build test-rust test-c test-readme test-packaging test-python
 
 test-rust:
 	$(CARGO) test --release
@@ -57,6 +58,9 @@ test-readme: build
 	        $(CC) $(EXAMPLE_CFLAGS) -c $$f -o $${f%.c}.o || exit 1; \
 	    fi; \
 	done; echo "README: every C block compiles ($$(ls examples/build/readme/block*.c | wc -l) blocks)"
+
+test-python: build
+	python3 -m pytest -q bindings/python/tests
 
 test-packaging: build
 	./tests/packaging.sh

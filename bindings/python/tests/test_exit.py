@@ -1,0 +1,37 @@
+"""Interpreter exit with async operations still pending: no engine thread may
+call into a finalizing interpreter (that aborts the process), so the binding
+closes such sockets at exit and their callbacks run, with OPERATION_ABORTED."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from conftest import PACKAGE_ROOT
+
+SCRIPT = textwrap.dedent("""
+    import socket, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import libsock
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    c = libsock.Socket()
+    c.send_buffer_size = 4096
+    c.connect(server.getsockname())
+    peer, _ = server.accept()
+    for i in range(20):  # a slow callback each, still running as the interpreter exits
+        c.send_async(b"x" * 65536, lambda s, n: (time.sleep(0.005), print("send", s.name, flush=True)))
+    c.recv_async(10, lambda s, d: print("recv", s.name, flush=True))
+    print("exiting", flush=True)
+""")
+
+
+def test_exit_with_pending_operations_is_clean():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(PACKAGE_ROOT)], capture_output=True, text=True,
+                          timeout=30, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "exiting"
+    assert sorted(lines[1:]) == ["recv OPERATION_ABORTED"] + ["send OPERATION_ABORTED"] * 20
