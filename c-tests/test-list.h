@@ -86,6 +86,46 @@
   X(close_races_blocking_recv) \
   X(handle_table_churn) \
   X(close_while_many_threads_use_handle) \
+  /* test-async-send.c */ \
+  X(async_send_inline_no_callback) \
+  X(async_send_pending_slow_reader) \
+  X(async_send_three_8mib_in_order) \
+  X(async_send_10000_queued_ops_in_order) \
+  X(async_null_callback_faults) \
+  X(async_bad_arguments) \
+  X(async_sendv_many_segments_array_reused) \
+  X(async_inline_completion_off) \
+  X(async_pending_send_bytes) \
+  X(async_blocking_send_queues_behind) \
+  X(async_nonblocking_send_would_block_behind) \
+  X(async_two_threads_whole_records) \
+  /* test-async-recv.c */ \
+  X(async_recv_inline_when_data_ready) \
+  X(async_recv_pending_then_data) \
+  X(async_recv_eof) \
+  X(async_recv_close_aborts) \
+  X(async_recv_timeout) \
+  X(async_recv_peer_reset) \
+  X(async_udp_send_and_recv) \
+  /* test-async-lifecycle.c */ \
+  X(async_close_aborts_pending) \
+  X(async_cancel_sends_socket_stays_usable) \
+  X(async_shutdown_send_aborts_pending) \
+  X(async_send_timeout_partial_then_next) \
+  X(async_peer_reset_while_pending) \
+  X(async_unix_peer_gone_while_pending) \
+  X(async_callback_closes_own_socket) \
+  X(async_close_races_completion) \
+  X(async_callback_chain_million_steps) \
+  X(async_callback_chain_inline_off) \
+  /* test-async-engine.c */ \
+  X(manual_engine_poll_loop) \
+  X(manual_engine_poll_waits_for_work) \
+  X(engine_free_aborts_pending_manual) \
+  X(engine_free_aborts_pending_threaded) \
+  X(engine_threaded_callbacks_off_submitter) \
+  X(engine_bad_arguments) \
+  X(thousand_connections_pending_sends) \
   /* end */
 
 #endif /* TEST_LIST_H */
