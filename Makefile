@@ -1,7 +1,8 @@
 # libsock — top-level build. The two commands a new user needs:
 #   make demo    builds everything and runs the loopback demo
 #   make test    runs every test: cargo test, the C tests (plain and under
-#                ASan+UBSan), the README's C blocks, packaging, the Python tests
+#                ASan+UBSan), the C++ wrapper's tests, the README's C blocks,
+#                packaging, the Python tests
 
 CARGO  ?= cargo
 PREFIX ?= /usr/local
@@ -13,7 +14,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-readme test-packaging test-python install bench bench-quick lint clean
+.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick lint clean
 
 all: build examples
 
@@ -35,8 +36,9 @@ examples/build/%: examples/%.c include/sock.h $(LIBDIR)/libsock.so
 demo: examples
 	./examples/build/demo
 	./examples/build/async_demo
+	$(MAKE) --no-print-directory -C tests/cpp demo
 
-test: build test-rust test-c test-readme test-packaging test-python
+test: build test-rust test-c test-cpp test-readme test-packaging test-python
 
 test-rust:
 	$(CARGO) test --release
@@ -58,6 +60,9 @@ test-readme: build
 	        $(CC) $(EXAMPLE_CFLAGS) -c $$f -o $${f%.c}.o || exit 1; \
 	    fi; \
 	done; echo "README: every C block compiles ($$(ls examples/build/readme/block*.c | wc -l) blocks)"
+
+test-cpp: build
+	$(MAKE) -C tests/cpp run run-asan
 
 test-python: build
 	python3 -m pytest -q bindings/python/tests

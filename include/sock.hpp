@@ -57,6 +57,8 @@
  *   easy way to keep it alive.
  *   Exceptions: on_done runs under a C library that cannot unwind, so an
  *   exception leaving it is caught and discarded; handle errors inside.
+ *   on_done may call anything in libsock (send_async on the same socket,
+ *   close it, destroy its sock::socket) but must not end its thread.
  *   Chaining: inline completion is common, so a callback that starts the
  *   next send must loop on completed() rather than recurse:
  *
@@ -261,8 +263,7 @@ std::unique_ptr<completion> make_completion(F&& f) {
 // signature; its type is exactly theirs, a plain function of C-compatible
 // parameters). Nothing may unwind into libsock: the callable runs in a
 // try-block and the holder is deleted after it.
-inline void trampoline(sock_handle, sock_status status, std::size_t bytes,
-                                                void* user_data) noexcept {
+inline void trampoline(sock_handle, sock_status status, std::size_t bytes, void* user_data) noexcept {
   completion* c = static_cast<completion*>(user_data);
   try {
     c->run(status, bytes);
@@ -276,7 +277,7 @@ template <class Submit>
 async_result submit(std::unique_ptr<completion> holder, Submit&& call) noexcept {
   async_result r;
   r.status = call(&trampoline, holder.get(), &r.bytes);
-  if (r.status == SOCK_IO_PENDING) holder.release();  // the trampoline owns it now
+  if (r.status == SOCK_IO_PENDING) (void)holder.release();  // the trampoline owns it now
   return r;  // otherwise `holder` (and the callable) is destroyed here
 }
 
@@ -494,7 +495,8 @@ class socket {
   /// error (bytes() = the bytes that went) otherwise.
   std::size_t send(const void* data, std::size_t len, int flags = SOCK_MSG_NONE) {
     std::size_t n = 0;
-    detail::throw_if(sock_send(h_, data, len, flags, &n), "sock_send", n);
+    const sock_status s = sock_send(h_, data, len, flags, &n);  // before reading n
+    detail::throw_if(s, "sock_send", n);
     return n;
   }
   std::size_t send(std::string_view s, int flags = SOCK_MSG_NONE) { return send(s.data(), s.size(), flags); }
@@ -511,7 +513,8 @@ class socket {
   /// sock_send_to: one datagram to `address` (datagram sockets).
   std::size_t send_to(const void* data, std::size_t len, const std::string& address, int flags = SOCK_MSG_NONE) {
     std::size_t n = 0;
-    detail::throw_if(sock_send_to(h_, data, len, flags, address.c_str(), &n), "sock_send_to", n);
+    const sock_status s = sock_send_to(h_, data, len, flags, address.c_str(), &n);  // before reading n
+    detail::throw_if(s, "sock_send_to", n);
     return n;
   }
   std::size_t send_to(const void* data, std::size_t len, const std::string& address, std::error_code& ec,
@@ -524,7 +527,8 @@ class socket {
   /// sock_sendv: the segments as one stream of bytes (or one datagram).
   std::size_t sendv(const sock_buf* bufs, std::size_t count, int flags = SOCK_MSG_NONE) {
     std::size_t n = 0;
-    detail::throw_if(sock_sendv(h_, bufs, count, flags, &n), "sock_sendv", n);
+    const sock_status s = sock_sendv(h_, bufs, count, flags, &n);  // before reading n
+    detail::throw_if(s, "sock_sendv", n);
     return n;
   }
   std::size_t sendv(std::initializer_list<sock_buf> bufs, int flags = SOCK_MSG_NONE) {
@@ -541,7 +545,8 @@ class socket {
   /// timeout_error on SOCK_TIMED_OUT (blocking mode, receive timeout).
   std::size_t recv(void* data, std::size_t cap, int flags = SOCK_MSG_NONE) {
     std::size_t n = 0;
-    detail::throw_if(sock_recv(h_, data, cap, flags, &n), "sock_recv", n);
+    const sock_status s = sock_recv(h_, data, cap, flags, &n);  // before reading n
+    detail::throw_if(s, "sock_recv", n);
     return n;
   }
   std::size_t recv(void* data, std::size_t cap, std::error_code& ec, int flags = SOCK_MSG_NONE) noexcept {
@@ -554,7 +559,8 @@ class socket {
   std::size_t recv_from(void* data, std::size_t cap, std::string& from, int flags = SOCK_MSG_NONE) {
     char addr[SOCK_ADDRESS_MAX_LEN];
     std::size_t n = 0;
-    detail::throw_if(sock_recv_from(h_, data, cap, flags, addr, sizeof addr, &n), "sock_recv_from", n);
+    const sock_status s = sock_recv_from(h_, data, cap, flags, addr, sizeof addr, &n);  // before reading n
+    detail::throw_if(s, "sock_recv_from", n);
     from.assign(addr);
     return n;
   }
