@@ -485,7 +485,9 @@ extern "C" {
  Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT
  (flags, `len` > PTRDIFF_MAX), SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED,
  SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_CONNECTION_RESET, SOCK_SHUTDOWN,
- SOCK_OPERATION_ABORTED (the socket's engine was freed), OS errors.
+ SOCK_OPERATION_ABORTED (the socket's engine was freed),
+ SOCK_OPERATION_NOT_SUPPORTED (in a fork child, the socket is bound to an
+ engine of the parent: see `sock_engine_new`), OS errors.
  */
 sock_status sock_send_async(sock_handle h,
                             const void *buf,
@@ -545,8 +547,16 @@ sock_status sock_cancel_sends(sock_handle h);
  the callbacks of the sockets it serves. `threads` == 0: a manual engine
  that runs callbacks only inside `sock_engine_poll`, on the calling
  thread. `*out` receives the engine (NULL on error).
- Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` > SOCK_ENGINE_MAX_THREADS),
- OS errors.
+
+ Fork: an engine belongs to the process that created it. In a fork child,
+ blocking calls work on inherited sockets and the default engine starts
+ anew; the parent's engines give SOCK_OPERATION_NOT_SUPPORTED
+ (`sock_engine_free` just forgets them), and so do async calls on sockets
+ bound to them until `sock_attach` binds them to an engine of the child.
+ Operations pending at the fork complete in the parent only. Fork while
+ no other thread is inside a libsock call.
+ Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` >
+ SOCK_ENGINE_MAX_THREADS), OS errors.
  */
 sock_status sock_engine_new(uint32_t threads, struct sock_engine **out);
 

@@ -17,16 +17,16 @@ use crate::queue::{Callback, Completion, QueueState, RecvOp, Seg, SendOp};
 use crate::socket::{Kind, Socket};
 use crate::status::{
     report, sock_status, Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_MESSAGE_SIZE,
-    SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_TIMED_OUT,
+    SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_OPERATION_NOT_SUPPORTED, SOCK_TIMED_OUT,
 };
 
 /// The loop this socket's operations complete on, binding it to the
 /// default engine on first use.
 fn bound_loop(q: &mut QueueState) -> Result<Arc<Loop>> {
+    if let Some(e) = engine_unusable(q) {
+        return Err(e);
+    }
     if let Some(lp) = &q.engine {
-        if lp.is_stopped() {
-            return Err(Error::new(SOCK_OPERATION_ABORTED));
-        }
         return Ok(lp.clone());
     }
     let lp = default_engine()?.pick_loop();
@@ -34,10 +34,18 @@ fn bound_loop(q: &mut QueueState) -> Result<Arc<Loop>> {
     Ok(lp)
 }
 
-/// The socket's engine was freed: its async calls fail until it is attached
-/// to another one.
-fn engine_freed(q: &QueueState) -> bool {
-    q.engine.as_ref().is_some_and(|lp| lp.is_stopped())
+/// Why the socket's engine cannot take its async calls: it was freed
+/// (`SOCK_OPERATION_ABORTED` until the socket is attached to another), or it
+/// belongs to the parent of this fork child (`SOCK_OPERATION_NOT_SUPPORTED`).
+fn engine_unusable(q: &QueueState) -> Option<Error> {
+    let lp = q.engine.as_ref()?;
+    if !lp.in_this_process() {
+        Some(Error::new(SOCK_OPERATION_NOT_SUPPORTED))
+    } else if lp.is_stopped() {
+        Some(Error::new(SOCK_OPERATION_ABORTED))
+    } else {
+        None
+    }
 }
 
 /// The bound loop, with the socket registered for readiness (once).
@@ -99,8 +107,8 @@ pub fn send_async(
         return (report(e), 0);
     }
     let mut q = sock.queue.lock();
-    if engine_freed(&q) {
-        return (report(Error::new(SOCK_OPERATION_ABORTED)), 0);
+    if let Some(e) = engine_unusable(&q) {
+        return (report(e), 0);
     }
     let mut sent = 0;
     if q.is_idle() {
@@ -155,8 +163,8 @@ pub fn recv_async(
     callback: Callback,
 ) -> (sock_status, usize) {
     let mut q = sock.queue.lock();
-    if engine_freed(&q) {
-        return (report(Error::new(SOCK_OPERATION_ABORTED)), 0);
+    if let Some(e) = engine_unusable(&q) {
+        return (report(e), 0);
     }
     if !q.has_recvs() {
         match io::recv_once(sock, buf, cap, os_flags, false) {
@@ -281,10 +289,27 @@ pub fn expire(sock: &Socket, h: sock_handle, lp: &Loop, now: Instant) {
 /// `SOCK_OPERATION_ABORTED` and its partial count.
 pub fn cancel_sends(sock: &Socket, h: sock_handle) {
     let mut q = sock.queue.lock();
+    if forget_parents(&mut q) {
+        return;
+    }
     if let Some(lp) = q.engine.clone() {
         q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink_to(&lp, h));
     }
     sock.queue.wake_waiter(&q);
+}
+
+/// In a fork child, operations pending in the parent's loop are the
+/// parent's: the child forgets them (their callbacks run in the parent)
+/// and leaves the parent's epoll set and eventfd alone.
+fn forget_parents(q: &mut QueueState) -> bool {
+    if q.engine.as_ref().is_some_and(|lp| !lp.in_this_process()) {
+        q.drain_sends(SOCK_OPERATION_ABORTED, &mut |_, _, _| {});
+        q.drain_recvs(SOCK_OPERATION_ABORTED, &mut |_, _, _| {});
+        q.registered = None;
+        q.engine = None;
+        return true;
+    }
+    false
 }
 
 /// Close: every pending operation ends with `SOCK_OPERATION_ABORTED` and
@@ -292,6 +317,9 @@ pub fn cancel_sends(sock: &Socket, h: sock_handle) {
 /// socket touches its buffer again.
 pub fn abort_all(sock: &Socket, h: sock_handle) {
     let mut q = sock.queue.lock();
+    if forget_parents(&mut q) {
+        return;
+    }
     let Some(lp) = q.engine.clone() else { return };
     let mut sink = sink_to(&lp, h);
     q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
@@ -317,6 +345,10 @@ pub fn detach(sock: &Socket, h: sock_handle, lp: &Loop) {
 /// `sock_attach`: binds an idle socket to another engine's loop.
 pub fn attach(sock: &Socket, lp: Arc<Loop>) -> Result<()> {
     let mut q = sock.queue.lock();
+    if !lp.in_this_process() {
+        return Err(Error::new(SOCK_OPERATION_NOT_SUPPORTED));
+    }
+    forget_parents(&mut q);
     if q.has_pending() {
         return Err(Error::new(SOCK_INVALID_ARGUMENT));
     }

@@ -16,8 +16,8 @@ use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,24 @@ const TIMER: Token = Token(1);
 const MAX_CALLBACKS_PER_RUN: usize = 65_536;
 /// Most threads `sock_engine_new` accepts.
 pub const SOCK_ENGINE_MAX_THREADS: u32 = 256;
+
+/// How many times this process is a fork child of the process that
+/// started counting: bumped in the child by a `pthread_atfork` handler.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registers the fork handler, once, before the first loop exists.
+fn watch_forks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic, which is
+        // async-signal-safe as a fork child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
 
 thread_local! {
     /// The loop whose callbacks or events this thread is processing.
@@ -78,11 +96,16 @@ pub struct Loop {
     /// The loop's thread should finish (after `stopped`, once every
     /// pending operation was aborted).
     exit: AtomicBool,
+    /// The fork generation of the process that created the loop. In a fork
+    /// child the loop's threads do not exist and its epoll set and eventfd
+    /// are shared with the parent, so the child must not touch it.
+    born: u64,
     epoll_fd: RawFd,
 }
 
 impl Loop {
     fn new() -> Result<Arc<Loop>> {
+        watch_forks();
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(&registry, WAKER)?;
@@ -112,8 +135,14 @@ impl Loop {
             state: Mutex::new(LoopState::default()),
             stopped: AtomicBool::new(false),
             exit: AtomicBool::new(false),
+            born: FORK_GENERATION.load(Ordering::Relaxed),
             epoll_fd,
         }))
+    }
+
+    /// False in a fork child for a loop of the parent's.
+    pub fn in_this_process(&self) -> bool {
+        self.born == FORK_GENERATION.load(Ordering::Relaxed)
     }
 
     /// The engine this loop belongs to was freed.
@@ -384,6 +413,11 @@ impl Engine {
         self.manual
     }
 
+    /// False in a fork child for an engine of the parent's.
+    pub fn in_this_process(&self) -> bool {
+        self.loops.iter().all(|lp| lp.in_this_process())
+    }
+
     /// The loop a newly attached socket goes to (round robin).
     pub fn pick_loop(&self) -> Arc<Loop> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len();
@@ -450,12 +484,20 @@ fn run_thread(lp: Arc<Loop>) {
 }
 
 /// The engine async operations use when their socket was never attached:
-/// started on first use, with one I/O thread, for the life of the process.
+/// started on first use, with one I/O thread, for the life of the process
+/// (a fork child starts its own).
 pub fn default_engine() -> Result<Arc<Engine>> {
     static DEFAULT: Mutex<Option<Arc<Engine>>> = Mutex::new(None);
     let mut slot = sync::lock(&DEFAULT);
-    if let Some(e) = &*slot {
-        return Ok(e.clone());
+    match slot.take() {
+        Some(e) if e.in_this_process() => {
+            *slot = Some(e.clone());
+            return Ok(e);
+        }
+        // The parent's: its thread is not in this process and its
+        // descriptors are shared with the parent; never touch it again.
+        Some(e) => std::mem::forget(e),
+        None => {}
     }
     let engine = Engine::new(1)?;
     *slot = Some(engine.clone());

@@ -121,7 +121,9 @@ fn submit_send(
 /// Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT
 /// (flags, `len` > PTRDIFF_MAX), SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED,
 /// SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_CONNECTION_RESET, SOCK_SHUTDOWN,
-/// SOCK_OPERATION_ABORTED (the socket's engine was freed), OS errors.
+/// SOCK_OPERATION_ABORTED (the socket's engine was freed),
+/// SOCK_OPERATION_NOT_SUPPORTED (in a fork child, the socket is bound to an
+/// engine of the parent: see `sock_engine_new`), OS errors.
 #[no_mangle]
 pub extern "C" fn sock_send_async(
     h: sock_handle,

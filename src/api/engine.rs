@@ -8,7 +8,9 @@ use crate::engine::{self, Engine};
 use crate::ffi::{try_non_null, try_socket, try_status, write_opt};
 use crate::handle::sock_handle;
 use crate::panic::ffi_boundary;
-use crate::status::{report, sock_status, SOCK_INVALID_ARGUMENT, SOCK_OK};
+use crate::status::{
+    report, sock_status, SOCK_INVALID_ARGUMENT, SOCK_OK, SOCK_OPERATION_NOT_SUPPORTED,
+};
 use crate::sync;
 
 /// An engine: the thread(s) — or, for a manual engine, the calls to
@@ -32,8 +34,16 @@ fn live(e: *const sock_engine) -> Option<Arc<Engine>> {
 /// the callbacks of the sockets it serves. `threads` == 0: a manual engine
 /// that runs callbacks only inside `sock_engine_poll`, on the calling
 /// thread. `*out` receives the engine (NULL on error).
-/// Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` > SOCK_ENGINE_MAX_THREADS),
-/// OS errors.
+///
+/// Fork: an engine belongs to the process that created it. In a fork child,
+/// blocking calls work on inherited sockets and the default engine starts
+/// anew; the parent's engines give SOCK_OPERATION_NOT_SUPPORTED
+/// (`sock_engine_free` just forgets them), and so do async calls on sockets
+/// bound to them until `sock_attach` binds them to an engine of the child.
+/// Operations pending at the fork complete in the parent only. Fork while
+/// no other thread is inside a libsock call.
+/// Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` >
+/// SOCK_ENGINE_MAX_THREADS), OS errors.
 #[no_mangle]
 pub extern "C" fn sock_engine_new(threads: u32, out: *mut *mut sock_engine) -> sock_status {
     ffi_boundary! {
@@ -67,7 +77,13 @@ pub extern "C" fn sock_engine_free(e: *mut sock_engine) -> sock_status {
             };
             engines.swap_remove(i)
         };
-        engine.shut_down();
+        if engine.in_this_process() {
+            engine.shut_down();
+        } else {
+            // A fork child freeing its parent's engine: its threads are not
+            // here and its descriptors are shared; forget it untouched.
+            std::mem::forget(engine);
+        }
         SOCK_OK
     }
 }
@@ -95,6 +111,9 @@ pub extern "C" fn sock_engine_poll(
             _ => return SOCK_INVALID_ARGUMENT,
         };
         let Some(engine) = live(e) else { return SOCK_INVALID_ARGUMENT };
+        if !engine.in_this_process() {
+            return SOCK_OPERATION_NOT_SUPPORTED;
+        }
         let Some(lp) = engine.manual_loop() else { return SOCK_INVALID_ARGUMENT };
         let ran = try_status!(lp.run_once(timeout));
         // SAFETY: NULL or a size_t (C's promise).
@@ -113,6 +132,9 @@ pub extern "C" fn sock_engine_fd(e: *mut sock_engine, fd: *mut i32) -> sock_stat
         try_non_null!(e);
         try_non_null!(fd);
         let Some(engine) = live(e) else { return SOCK_INVALID_ARGUMENT };
+        if !engine.in_this_process() {
+            return SOCK_OPERATION_NOT_SUPPORTED;
+        }
         let Some(lp) = engine.manual_loop() else { return SOCK_INVALID_ARGUMENT };
         // SAFETY: checked non-NULL; C promises it points to an int32_t.
         unsafe { fd.write(lp.fd()) };
