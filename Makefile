@@ -14,7 +14,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick lint clean
+.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz lint clean
 
 all: build examples
 
@@ -89,6 +89,16 @@ bench: build
 
 bench-quick: build
 	$(MAKE) -C bench quick
+
+# Fuzzing (fuzz/): random sequences of API calls on loopback sockets.
+# cargo-fuzz passes nightly-only flags (-Zsanitizer=address); the stable
+# compiler, the only one CI machines have, accepts them with RUSTC_BOOTSTRAP=1.
+# A crash leaves its input in fuzz/artifacts/: copy it to fuzz/regressions/,
+# where `cargo test` replays it forever.
+FUZZ_SECONDS ?= 60
+fuzz:
+	RUSTC_BOOTSTRAP=1 cargo fuzz run api_sequence -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1
 
 lint:
 	$(CARGO) fmt --check
