@@ -14,7 +14,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz test-valgrind lint clean
+.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz test-valgrind test-loom lint clean
 
 all: build examples
 
@@ -99,6 +99,12 @@ test-valgrind: build
 	$(MAKE) -C c-tests all
 	SOCK_TEST_SKIP="$(VALGRIND_SKIP)" valgrind -q --leak-check=full \
 	    --errors-for-leak-kinds=definite --error-exitcode=99 ./c-tests/build/runner
+
+# The loom model of the per-socket operation queue (tests/loom_queue.rs):
+# the queue is built with loom's locks and every interleaving of a
+# blocking sender, async submitters, the engine's flush and close is checked.
+test-loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release --test loom_queue
 
 # Fuzzing (fuzz/): random sequences of API calls on loopback sockets.
 # cargo-fuzz passes nightly-only flags (-Zsanitizer=address); the stable

@@ -17,15 +17,21 @@
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+// The queue's locks come from loom under `--cfg loom`, so the loom model
+// (tests/loom_queue.rs) explores this very code's interleavings.
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::engine::Loop;
 use crate::handle::sock_handle;
 use crate::status::{
     sock_status, Error, Result, SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_WOULD_BLOCK,
 };
-use crate::sync;
 use crate::wait::Deadline;
 
 /// The C completion callback of an async send or receive.
@@ -336,10 +342,18 @@ impl QueueState {
 }
 
 /// A socket's queues and the condition blocking senders wait on.
-#[derive(Default)]
 pub struct OpQueue {
     state: Mutex<QueueState>,
     turn_free: Condvar,
+}
+
+impl Default for OpQueue {
+    fn default() -> OpQueue {
+        OpQueue {
+            state: Mutex::new(QueueState::default()),
+            turn_free: Condvar::new(),
+        }
+    }
 }
 
 /// A blocking sender's right to write; released on drop.
@@ -357,7 +371,9 @@ impl Drop for Turn<'_> {
 
 impl OpQueue {
     pub fn lock(&self) -> MutexGuard<'_, QueueState> {
-        sync::lock(&self.state)
+        // A panic caught at the ABI boundary must not leave the socket
+        // unusable: ignore poisoning.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Hands the socket on after a writer let go: wakes the next blocking
@@ -429,7 +445,34 @@ impl OpQueue {
                 return Ok(Turn { queue: self });
             }
             let timeout = deadline.remaining().ok().flatten();
-            st = sync::wait(&self.turn_free, st, timeout);
+            st = self.wait_turn(st, timeout);
+        }
+    }
+
+    /// Waits for a change of turn, for at most `timeout` when given.
+    fn wait_turn<'a>(
+        &self,
+        st: MutexGuard<'a, QueueState>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, QueueState> {
+        match timeout {
+            None => self
+                .turn_free
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner),
+            #[cfg(not(loom))]
+            Some(d) => {
+                self.turn_free
+                    .wait_timeout(st, d)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+            // loom does not model time: a timed wait is a wait.
+            #[cfg(loom)]
+            Some(_) => self
+                .turn_free
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner),
         }
     }
 
