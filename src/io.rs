@@ -124,6 +124,9 @@ pub fn send(
     if sock.kind == Kind::Stream && total == 0 {
         return (Ok(()), 0);
     }
+    // A stream's destination is its peer: `sock_send_to`'s address is
+    // checked by the caller and then ignored, as Winsock does.
+    let to = if sock.kind == Kind::Stream { None } else { to };
     // The fast path: nobody else sends, so try it all at once, one system
     // call under the queue lock; only a send that must wait takes the turn.
     let mut sent = 0;
@@ -331,8 +334,16 @@ pub(crate) fn recv_once(
             recv_msg(sock, buf, cap, os_flags)
         };
         match result {
-            Ok(r) if r.len == 0 && sock.kind == Kind::Stream && sock.is_closed() => {
-                Err(Error::new(SOCK_OPERATION_ABORTED))
+            Ok(r) if r.len == 0 && cap > 0 && sock.kind == Kind::Stream => {
+                // An end of stream caused by our own close, or after a reset
+                // that another call already reported, is not an orderly end.
+                if sock.is_closed() {
+                    Err(Error::new(SOCK_OPERATION_ABORTED))
+                } else if let Some(e) = sock.broken_error() {
+                    Err(e)
+                } else {
+                    Ok(r)
+                }
             }
             Ok(r) => Ok(r),
             Err(e) if e.errno == libc::EINTR || e.errno == libc::EAGAIN => Err(e),

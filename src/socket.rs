@@ -9,7 +9,7 @@
 //! touches a descriptor number that the OS has reused.
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Type};
@@ -17,7 +17,7 @@ use socket2::{Domain, SockAddr, Type};
 use crate::options::Options;
 use crate::queue::OpQueue;
 use crate::status::{
-    Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IN_PROGRESS, SOCK_IS_CONNECTED,
+    Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IN_PROGRESS, SOCK_IS_CONNECTED, SOCK_NOT_CONNECTED,
     SOCK_OPERATION_ABORTED, SOCK_WOULD_BLOCK,
 };
 use crate::wait::{wait_fd, Deadline};
@@ -104,6 +104,8 @@ pub struct Socket {
     pub kind: Kind,
     state: AtomicU8,
     closed: AtomicBool,
+    /// errno of the first connection-breaking error (0: none); see `fail`.
+    broken: AtomicI32,
     pub options: Options,
     pub queue: OpQueue,
 }
@@ -116,6 +118,7 @@ impl Socket {
             kind,
             state: AtomicU8::new(state as u8),
             closed: AtomicBool::new(false),
+            broken: AtomicI32::new(0),
             options: Options::default(),
             queue: OpQueue::default(),
         }
@@ -158,12 +161,42 @@ impl Socket {
     }
 
     /// The error to report for a failed call: `SOCK_OPERATION_ABORTED` when
-    /// the socket was closed under it, else the call's own error.
+    /// the socket was closed under it, else the call's own error. A stream's
+    /// first connection-breaking error (reset, abort, timeout, unreachable)
+    /// is remembered: the kernel reports it to one call only, and the next
+    /// sees just EPIPE or an end of stream, so those report it again.
     pub fn fail(&self, err: Error) -> Error {
         if self.is_closed() {
-            Error::new(SOCK_OPERATION_ABORTED)
-        } else {
-            err
+            return Error::new(SOCK_OPERATION_ABORTED);
+        }
+        if self.kind == Kind::Stream {
+            match err.errno {
+                libc::ECONNRESET
+                | libc::ECONNABORTED
+                | libc::ETIMEDOUT
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ENETDOWN
+                | libc::EHOSTDOWN => {
+                    let _ = self.broken.compare_exchange(
+                        0,
+                        err.errno,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                libc::EPIPE => return self.broken_error().unwrap_or(err),
+                _ => {}
+            }
+        }
+        err
+    }
+
+    /// The connection-breaking error this stream saw, if any.
+    pub fn broken_error(&self) -> Option<Error> {
+        match self.broken.load(Ordering::Acquire) {
+            0 => None,
+            errno => Some(Error::from_errno(errno)),
         }
     }
 
@@ -297,6 +330,12 @@ impl Socket {
             SOCK_SHUT_BOTH => std::net::Shutdown::Both,
             _ => return Err(Error::new(SOCK_INVALID_ARGUMENT)),
         };
+        // The kernel marks even an unconnected socket shut down while it
+        // returns ENOTCONN (later receives would read an end of stream);
+        // Winsock and .NET refuse it outright, and so do we.
+        if !matches!(self.state(), State::Connected | State::Connecting) {
+            return Err(Error::new(SOCK_NOT_CONNECTED));
+        }
         Ok(self.os.shutdown(how)?)
     }
 
