@@ -10,6 +10,7 @@ DESTDIR ?=
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 MAJOR   := $(firstword $(subst ., ,$(VERSION)))
 CC     ?= cc
+CXX    ?= c++
 LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
@@ -59,7 +60,16 @@ test-readme: build
 	    else \
 	        $(CC) $(EXAMPLE_CFLAGS) -c $$f -o $${f%.c}.o || exit 1; \
 	    fi; \
-	done; echo "README: every C block compiles ($$(ls examples/build/readme/block*.c | wc -l) blocks)"
+	done
+	@awk '/^```cpp$$/{n++; f=sprintf("examples/build/readme/block%d.cpp", n); next} \
+	     /^```$$/{f=""} f{print > f}' README.md
+	@for f in examples/build/readme/block*.cpp; do \
+	    $(CXX) -std=c++17 -Wall -Wextra -Werror -pedantic -Iinclude -c $$f -o $${f%.cpp}.o || exit 1; \
+	done
+	@awk '/^```python$$/{n++; f=sprintf("examples/build/readme/block%d.py", n); next} \
+	     /^```$$/{f=""} f{print > f}' README.md
+	@for f in examples/build/readme/block*.py; do python3 -m py_compile $$f || exit 1; done
+	@echo "README: every C, C++ and Python block compiles ($$(ls examples/build/readme/block*.c examples/build/readme/block*.cpp examples/build/readme/block*.py | wc -l) blocks)"
 
 test-cpp: build
 	$(MAKE) -C tests/cpp run run-asan
