@@ -15,7 +15,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz test-valgrind test-loom lint clean
+.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz test-valgrind test-loom soak lint clean
 
 all: build examples
 
@@ -94,6 +94,11 @@ install: build
 
 # Benchmarks (bench/README.md): the full run writes bench/results/latest.md
 # and a chart; the quick one is a smoke test of every program.
+# The seeded stress test for as long as asked: make soak SECONDS=3600.
+SECONDS ?= 300
+soak: build
+	$(MAKE) -C c-tests soak SECONDS=$(SECONDS)
+
 bench: build
 	$(MAKE) -C bench run
 
@@ -103,8 +108,11 @@ bench-quick: build
 # The C tests under valgrind memcheck: any error, or any definitely lost
 # byte, fails the test. valgrind runs one thread at a time, so tests whose
 # precondition is real parallelism (a send that must go pending while a
-# reader drains) are skipped, by name, with the reason in the output.
-VALGRIND_SKIP := async_callback_chain_million_steps async_callback_chain_inline_off
+# reader drains) are skipped, by name, with the reason in the output; so is
+# the fork test, whose child valgrind leak-checks with the parent's engine
+# thread memory unreachable there (reported as lost; not a leak).
+VALGRIND_SKIP := async_callback_chain_million_steps async_callback_chain_inline_off \
+    fork_child_sockets_and_engines
 test-valgrind: build
 	$(MAKE) -C c-tests all
 	SOCK_TEST_SKIP="$(VALGRIND_SKIP)" valgrind -q --leak-check=full \

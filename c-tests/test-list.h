@@ -126,6 +126,23 @@
   X(engine_threaded_callbacks_off_submitter) \
   X(engine_bad_arguments) \
   X(thousand_connections_pending_sends) \
+  /* test-matrix.c */ \
+  X(bad_input_matrix) \
+  /* test-stress.c */ \
+  X(stress_1000_connections) \
+  /* test-faults.c */ \
+  X(fault_stall_blocking_send_timeout) \
+  X(fault_stall_async_deadline) \
+  X(fault_throttle_nonblocking_partial) \
+  X(fault_throttle_async_intact) \
+  X(fault_reset_during_blocking_send) \
+  X(fault_reset_while_async_pending) \
+  X(fault_half_close_end_of_stream) \
+  /* test-hygiene.c */ \
+  X(cloexec_across_exec) \
+  X(no_sigpipe_every_send_flavour) \
+  X(fork_child_sockets_and_engines) \
+  X(no_fd_leak_workload) \
   /* end */
 
 #endif /* TEST_LIST_H */
