@@ -94,10 +94,11 @@ install: build
 
 # Benchmarks (bench/README.md): the full run writes bench/results/latest.md
 # and a chart; the quick one is a smoke test of every program.
-# The seeded stress test for as long as asked: make soak SECONDS=3600.
-SECONDS ?= 300
+# The seeded stress test for as long as asked: make soak SOAK_SECONDS=3600
+# (SOCK_STRESS_SEED=N replays a printed seed).
+SOAK_SECONDS ?= 300
 soak: build
-	$(MAKE) -C c-tests soak SECONDS=$(SECONDS)
+	$(MAKE) -C c-tests soak SECONDS=$(SOAK_SECONDS)
 
 bench: build
 	$(MAKE) -C bench run
