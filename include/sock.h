@@ -600,19 +600,26 @@ sock_status sock_engine_fd(struct sock_engine *e, int32_t *fd);
 sock_status sock_attach(sock_handle h, struct sock_engine *e);
 
 /*
- The library's version, "MAJOR.MINOR.PATCH"; a static string, never NULL.
+ The library's version, "MAJOR.MINOR.PATCH" (equal to the
+ SOCK_VERSION_* macros of the header it was built with).
+ Ownership: a static string owned by the library, never NULL; do not free.
+ Errors: none.
  */
 const char *sock_version(void);
 
 /*
- A short English text for a status code; a static string, never NULL
- (unknown codes get "unknown status code").
+ A short English text for a status code (unknown codes get "unknown
+ status code").
+ Ownership: a static string owned by the library, never NULL; do not free.
+ Errors: none.
  */
 const char *sock_strerror(sock_status status);
 
 /*
  The errno of this thread's last failed OS call inside libsock, 0 if none;
- for diagnostics next to a status such as `SOCK_SOCKET_ERROR`.
+ for diagnostics next to a status such as `SOCK_SOCKET_ERROR`. Calls that
+ succeed leave it unchanged.
+ Errors: none (this returns an errno, not a status).
  */
 int32_t sock_os_error(void);
 

@@ -13,7 +13,10 @@ pub const SOCK_VERSION_MINOR: u32 = 1;
 /// Patch version of this header.
 pub const SOCK_VERSION_PATCH: u32 = 0;
 
-/// The library's version, "MAJOR.MINOR.PATCH"; a static string, never NULL.
+/// The library's version, "MAJOR.MINOR.PATCH" (equal to the
+/// SOCK_VERSION_* macros of the header it was built with).
+/// Ownership: a static string owned by the library, never NULL; do not free.
+/// Errors: none.
 #[no_mangle]
 pub extern "C" fn sock_version() -> *const c_char {
     ffi_boundary! {
@@ -21,8 +24,10 @@ pub extern "C" fn sock_version() -> *const c_char {
     }
 }
 
-/// A short English text for a status code; a static string, never NULL
-/// (unknown codes get "unknown status code").
+/// A short English text for a status code (unknown codes get "unknown
+/// status code").
+/// Ownership: a static string owned by the library, never NULL; do not free.
+/// Errors: none.
 #[no_mangle]
 pub extern "C" fn sock_strerror(status: sock_status) -> *const c_char {
     ffi_boundary! {
@@ -31,7 +36,9 @@ pub extern "C" fn sock_strerror(status: sock_status) -> *const c_char {
 }
 
 /// The errno of this thread's last failed OS call inside libsock, 0 if none;
-/// for diagnostics next to a status such as `SOCK_SOCKET_ERROR`.
+/// for diagnostics next to a status such as `SOCK_SOCKET_ERROR`. Calls that
+/// succeed leave it unchanged.
+/// Errors: none (this returns an errno, not a status).
 #[no_mangle]
 pub extern "C" fn sock_os_error() -> i32 {
     ffi_boundary! {
