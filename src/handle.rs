@@ -103,6 +103,22 @@ pub fn lookup(h: sock_handle) -> Option<Arc<Socket>> {
     slot.socket.clone()
 }
 
+/// Runs `f` on the socket a handle names while its shard is read-locked,
+/// without taking a reference to it: for the short, never-waiting fast
+/// paths only (an insert or close on the same shard waits meanwhile). `f`
+/// gets the `Arc` so it can clone it to go on after the lock. `None` for 0,
+/// closed, stale or never-issued handles.
+#[inline]
+pub fn with<R>(h: sock_handle, f: impl FnOnce(&Arc<Socket>) -> R) -> Option<R> {
+    let (shard_no, slot_no, generation) = unpack(h);
+    let shard = sync::read(&table().shards[shard_no]);
+    let slot = shard.slots.get(slot_no)?;
+    if slot.generation != generation {
+        return None;
+    }
+    slot.socket.as_ref().map(f)
+}
+
 /// Removes a handle from the table and returns its socket; the handle is
 /// invalid from here on. `None` when the handle was not valid.
 pub fn remove(h: sock_handle) -> Option<Arc<Socket>> {

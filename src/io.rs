@@ -118,33 +118,80 @@ pub fn send(
     os_flags: libc::c_int,
     to: Option<&SockAddr>,
 ) -> (Result<()>, usize) {
+    match send_fast(sock, bufs, total, os_flags, to) {
+        Fast::Done(outcome) => outcome,
+        Fast::Wait { sent, turn_taken } => {
+            send_slow(sock, bufs, total, os_flags, to, sent, turn_taken)
+        }
+    }
+}
+
+/// What the fast path of a send got to.
+pub enum Fast {
+    /// Finished (or failed) without waiting.
+    Done((Result<()>, usize)),
+    /// Must wait: `sent` bytes went already; with `turn_taken` the caller
+    /// holds the socket's turn (see `OpQueue::adopt_turn`).
+    Wait { sent: usize, turn_taken: bool },
+}
+
+/// The fast path of a send, which never waits and takes no reference to
+/// the socket: when nobody else sends, it tries it all at once, one system
+/// call under the queue lock, and takes the turn only when it must wait.
+pub fn send_fast(
+    sock: &Socket,
+    bufs: &[libc::iovec],
+    total: usize,
+    os_flags: libc::c_int,
+    to: Option<&SockAddr>,
+) -> Fast {
     if let Err(e) = check_can_send(sock, bufs.len(), to.is_some()) {
-        return (Err(e), 0);
+        return Fast::Done((Err(e), 0));
     }
     if sock.kind == Kind::Stream && total == 0 {
-        return (Ok(()), 0);
+        return Fast::Done((Ok(()), 0));
     }
     // A stream's destination is its peer: `sock_send_to`'s address is
     // checked by the caller and then ignored, as Winsock does.
     let to = if sock.kind == Kind::Stream { None } else { to };
-    // The fast path: nobody else sends, so try it all at once, one system
-    // call under the queue lock; only a send that must wait takes the turn.
-    let mut sent = 0;
-    let mut turn = None;
-    if let Some(idle) = sock.queue.lock_if_idle() {
-        match send_once(sock, first_window(bufs), to, os_flags) {
-            Ok(n) if n == total || sock.kind == Kind::Dgram => return (Ok(()), n),
-            Ok(n) => sent = n,
-            Err(e) if e.errno == libc::EAGAIN || e.errno == libc::EINTR => {}
-            Err(e) => return (Err(sock.fail(e)), 0),
-        }
-        turn = Some(sock.queue.take_turn(idle));
+    let Some(idle) = sock.queue.lock_if_idle() else {
+        return Fast::Wait {
+            sent: 0,
+            turn_taken: false,
+        };
+    };
+    let sent = match send_once(sock, first_window(bufs), to, os_flags) {
+        Ok(n) if n == total || sock.kind == Kind::Dgram => return Fast::Done((Ok(()), n)),
+        Ok(n) => n,
+        Err(e) if e.errno == libc::EAGAIN || e.errno == libc::EINTR => 0,
+        Err(e) => return Fast::Done((Err(sock.fail(e)), 0)),
+    };
+    sock.queue.keep_turn(idle);
+    Fast::Wait {
+        sent,
+        turn_taken: true,
     }
+}
+
+/// The rest of a send that must wait, in blocking or non-blocking mode,
+/// after `send_fast`.
+pub fn send_slow(
+    sock: &Socket,
+    bufs: &[libc::iovec],
+    total: usize,
+    os_flags: libc::c_int,
+    to: Option<&SockAddr>,
+    sent: usize,
+    turn_taken: bool,
+) -> (Result<()>, usize) {
+    let to = if sock.kind == Kind::Stream { None } else { to };
     let deadline = Deadline::after_ms(sock.options.send_timeout_ms());
-    let turn = match turn {
-        Some(t) => Ok(t),
-        None if sock.options.blocking() => sock.queue.acquire(deadline, sock.closed_flag()),
-        None => sock.queue.try_acquire(),
+    let turn = if turn_taken {
+        Ok(sock.queue.adopt_turn())
+    } else if sock.options.blocking() {
+        sock.queue.acquire(deadline, sock.closed_flag())
+    } else {
+        sock.queue.try_acquire()
     };
     let _turn = match turn {
         Ok(t) => t,

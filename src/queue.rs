@@ -390,16 +390,22 @@ impl OpQueue {
 
     /// The locked queue, if nobody writes or waits: the caller may write
     /// under the lock (non-blocking system calls only), then release it, or
-    /// keep going with `take_turn`.
+    /// keep going with `keep_turn`.
     pub fn lock_if_idle(&self) -> Option<MutexGuard<'_, QueueState>> {
         let st = self.lock();
         st.is_idle().then_some(st)
     }
 
-    /// Turns the lock of an idle queue into the turn, for a blocking sender
-    /// that must wait for room.
-    pub fn take_turn<'a>(&'a self, mut idle: MutexGuard<'a, QueueState>) -> Turn<'a> {
+    /// Turns the lock of an idle queue into the turn, for a sender that must
+    /// wait for room; the caller then holds the turn and must `adopt_turn`
+    /// it (and so release it) before it returns.
+    pub fn keep_turn(&self, mut idle: MutexGuard<'_, QueueState>) {
         idle.busy = true;
+    }
+
+    /// The turn a `keep_turn` took, as a guard that releases it.
+    pub fn adopt_turn(&self) -> Turn<'_> {
+        debug_assert!(self.lock().busy, "adopt_turn without keep_turn");
         Turn { queue: self }
     }
 

@@ -9,7 +9,7 @@ use std::mem::size_of;
 use crate::address;
 use crate::ffi::{c_str, out_buf, write_opt, MAX_LEN};
 use crate::handle::{self, sock_handle};
-use crate::io::{self, sock_buf};
+use crate::io::{self, sock_buf, Fast};
 use crate::panic::ffi_boundary;
 use crate::status::{
     report, sock_status, Error, Result, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
@@ -51,19 +51,33 @@ fn send_checked(
         Ok(f) => f,
         Err(e) => return (Err(e), 0),
     };
+    if to.is_null() {
+        // No address to resolve: the fast path runs under the table's read
+        // lock, with no reference taken; only a send that must wait does.
+        let fast = handle::with(h, |sock| {
+            match io::send_fast(sock, iov, total, os_flags, None) {
+                Fast::Done(outcome) => Ok(outcome),
+                Fast::Wait { sent, turn_taken } => Err((sock.clone(), sent, turn_taken)),
+            }
+        });
+        return match fast {
+            None => fail(SOCK_NOT_SOCKET),
+            Some(Ok(outcome)) => outcome,
+            Some(Err((sock, sent, turn_taken))) => {
+                io::send_slow(&sock, iov, total, os_flags, None, sent, turn_taken)
+            }
+        };
+    }
+    // Resolving the address may take long (a host name): not under the lock.
     let Some(sock) = handle::lookup(h) else {
         return fail(SOCK_NOT_SOCKET);
     };
-    let to = if to.is_null() {
-        None
-    } else {
-        // SAFETY: non-NULL, and C promises a NUL-terminated string.
-        match address::parse(unsafe { c_str(to) }, sock.family, sock.kind) {
-            Ok(a) => Some(a),
-            Err(e) => return (Err(e), 0),
-        }
+    // SAFETY: non-NULL, and C promises a NUL-terminated string.
+    let to = match address::parse(unsafe { c_str(to) }, sock.family, sock.kind) {
+        Ok(a) => a,
+        Err(e) => return (Err(e), 0),
     };
-    io::send(&sock, iov, total, os_flags, to.as_ref())
+    io::send(&sock, iov, total, os_flags, Some(&to))
 }
 
 /// One buffer as a one-segment gather list.
