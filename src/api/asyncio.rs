@@ -62,18 +62,18 @@ fn submit_send(
     let (status, sent) = match (on_done, io::send_flags(flags)) {
         (None, _) => (SOCK_FAULT, 0),
         (_, Err(e)) => (report(e), 0),
-        (Some(func), Ok(os_flags)) => match crate::handle::lookup(h) {
-            None => (crate::status::SOCK_NOT_SOCKET, 0),
-            Some(sock) => {
-                let callback = Callback {
-                    func,
-                    user_data: UserData(user_data),
-                    op,
-                    submitted: trace::now_if_enabled(),
-                };
-                asyncio::send_async(&sock, h, iov, total, os_flags, callback)
-            }
-        },
+        // Submission never waits: it runs under the handle table's read
+        // lock, with no reference to the socket taken.
+        (Some(func), Ok(os_flags)) => crate::handle::with(h, |sock| {
+            let callback = Callback {
+                func,
+                user_data: UserData(user_data),
+                op,
+                submitted: trace::now_if_enabled(),
+            };
+            asyncio::send_async(sock, h, iov, total, os_flags, callback)
+        })
+        .unwrap_or((crate::status::SOCK_NOT_SOCKET, 0)),
     };
     // SAFETY: `sent_now` is NULL or points to a size_t (C's promise).
     unsafe { write_opt(sent_now, sent) };
