@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Turns the result lines of the benchmark programs into a Markdown report
+(and a PNG chart of the ratios, with gnuplot).
+
+Input lines:  R <case> <contender> <rep> <metric> <value>
+Medians are over repetitions; a ratio is the median of the per-repetition
+ratios of two contenders that ran interleaved (A B, B A, ...), with the
+smallest and largest of those per-repetition ratios as its range.
+"""
+import argparse
+import collections
+import glob
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+SIZES = ["64B", "1KiB", "16KiB", "256KiB", "1MiB"]
+ASYNC = [f"async-{s}-{c}conn-{r}" for r in ("fast", "lag") for s in ("64B", "16KiB") for c in (1, 64)]
+ASYNC_WHO = ["libsock", "libsock-manual", "epoll", "libuv", "libuv-try"]
+
+
+def load(path):
+    data = collections.defaultdict(dict)  # (case, who, metric) -> {rep: value}
+    with open(path) as f:
+        for line in f:
+            p = line.split()
+            if len(p) == 6 and p[0] == "R":
+                data[(p[1], p[2], p[4])][int(p[3])] = float(p[5])
+    return data
+
+
+class Results:
+    def __init__(self, data):
+        self.d = data
+
+    def values(self, case, who, metric):
+        return list(self.d.get((case, who, metric), {}).values())
+
+    def med(self, case, who, metric):
+        v = self.values(case, who, metric)
+        return statistics.median(v) if v else None
+
+    def paired(self, case, a, b, metric, invert=False):
+        """Median, min, max and count of per-repetition a/b (b/a if invert)."""
+        x = self.d.get((case, a, metric), {})
+        y = self.d.get((case, b, metric), {})
+        r = []
+        for rep in sorted(set(x) & set(y)):
+            num, den = (y[rep], x[rep]) if invert else (x[rep], y[rep])
+            if den > 0:
+                r.append(num / den)
+        if not r:
+            return None
+        return statistics.median(r), min(r), max(r), len(r)
+
+    def has(self, case):
+        return any(k[0] == case for k in self.d)
+
+
+def fmt_rate(v):
+    if v is None:
+        return "—"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f} k"
+    return f"{v:.0f}"
+
+
+def fmt(v, digits=2):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out) + "\n"
+
+
+# ---- callgrind -------------------------------------------------------------
+
+def cg_total(files):
+    total = 0
+    for fn in files:
+        with open(fn) as f:
+            for line in f:
+                if line.startswith("totals:") or line.startswith("summary:"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def cg_top(fn, calls, limit=12):
+    """Self instructions per call from callgrind_annotate, (1) by function,
+    inlined code counted in the function it was inlined into, and (2) by
+    source file and function, which tells inlined library code (locks,
+    atomics, Arc, panic guard) apart from the function's own."""
+    if not shutil.which("callgrind_annotate"):
+        return [], []
+    out = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100", fn],
+                         capture_output=True, text=True).stdout
+    per_fn, per_src = collections.Counter(), collections.Counter()
+    obj_of = {}
+    pat = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$")
+    for line in out.splitlines():
+        m = pat.match(line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        rest = m.group(2)
+        obj = ""
+        om = re.search(r" \[([^\]]*)\]$", rest)
+        if om:
+            obj = os.path.basename(om.group(1))
+            rest = rest[: om.start()]
+        src, func = rest.split(":", 1) if ":" in rest else ("???", rest)
+        if src.startswith("/rustc/"):
+            src = re.sub(r"^/rustc/[0-9a-f]+/library/(\w+)/src/", r"std:\1/", src)
+        elif "/async/src/" in src or "/bench/" in src:
+            src = re.sub(r"^.*/(src|bench)/", r"\1/", src)
+        else:
+            src = os.path.basename(src)
+        n = int(m.group(1).replace(",", ""))
+        per_fn[func] += n
+        per_src[(src, func)] += n
+        if obj:
+            obj_of[func] = obj
+    by_fn = [(f, n / calls, obj_of.get(f, "")) for f, n in per_fn.most_common(limit)]
+    by_src = [(f"{src} → {f}", n / calls, "") for (src, f), n in per_src.most_common(limit + 4)]
+    return by_fn, by_src
+
+
+def callgrind(cgdir, calls):
+    res = {}
+    for mode in ("send", "sock_send", "sock_send_async"):
+        f0 = glob.glob(os.path.join(cgdir, f"{mode}-0.*.out"))
+        fn = glob.glob(os.path.join(cgdir, f"{mode}-{calls}.*.out"))
+        if not f0 or not fn:
+            continue
+        per_call = (cg_total(fn) - cg_total(f0)) / calls
+        main_file = max(fn, key=lambda p: cg_total([p]))
+        res[mode] = (per_call, cg_top(main_file, calls))
+    return res
+
+
+# ---- the report --------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--callgrind")
+    ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--chart")
+    ap.add_argument("--failed", default="")
+    a = ap.parse_args()
+
+    R = Results(load(a.raw))
+    cg = callgrind(a.callgrind, a.calls) if a.callgrind and os.path.isdir(a.callgrind) else {}
+    machine = open(a.machine).read().rstrip()
+    reps = max((len(v) for v in R.d.values()), default=0)
+
+    ratio_rows = []  # (label, case, a, b, metric, invert, target)
+    for s in SIZES:
+        ratio_rows.append((f"blocking {s}", f"blocking-{s}", "libsock", "send", "msgs_per_s", False, 0.97))
+    for c in ASYNC:
+        label = c.replace("async-", "async ").replace("conn-", " conn ")
+        t = 1.5 if c == "async-64B-64conn-lag" else 1.0
+        ratio_rows.append((f"{label} vs libuv", c, "libsock", "libuv", "msgs_per_s", False, t))
+        ratio_rows.append((f"{label} vs epoll", c, "libsock", "epoll", "msgs_per_s", False, 0.9))
+    pend = next((k[0] for k in R.d if k[0].startswith("pending-")), "pending-10000conn")
+    ratio_rows.append((f"{pend} vs libuv", pend, "libsock", "libuv", "completions_per_s", False, 1.0))
+    ratio_rows.append((f"{pend} vs epoll", pend, "libsock", "epoll", "completions_per_s", False, 0.9))
+    info_rows = []
+    for c in ASYNC:
+        if "64conn" in c:
+            info_rows.append((f"{c}: manual ÷ default engine", c, "libsock-manual", "libsock", "msgs_per_s", False, None))
+    for v in ("", "-1cpu"):
+        tag = " 1cpu" if v else ""
+        info_rows += [
+            (f"latency blocking{tag} p50 (send ÷ libsock)", f"latency-blocking{v}", "libsock", "send", "p50_us", True, None),
+            (f"latency async{tag} p50 (epoll ÷ libsock)", f"latency-async{v}", "libsock", "epoll", "p50_us", True, None),
+            (f"latency async{tag} p50 (epoll ÷ libsock-manual)", f"latency-async{v}", "libsock-manual", "epoll", "p50_us", True, None),
+            (f"latency async{tag} p50 (libuv ÷ libsock)", f"latency-async{v}", "libsock", "libuv", "p50_us", True, None),
+        ]
+
+    L = []
+    w = L.append
+    w(f"# libsock benchmark results\n")
+    w("```\n" + machine + "\n```\n")
+    if a.failed.strip():
+        w(f"**FAILED programs: {a.failed.strip()}** — their numbers are missing or partial.\n")
+    w(f"{reps} repetition(s) per contender, interleaved (A B, B A, ...). Figures are medians over the "
+      "repetitions; a ratio is the median of the per-repetition ratios of two contenders "
+      "(range: smallest – largest). Every receiver counted the bytes and checked their content. "
+      "2 cores are shared by sender, receiver and (libsock default engine) the engine thread; "
+      "other processes on the machine are listed above.\n")
+
+    # Targets.
+    w("## Ratios and targets\n")
+    w("libsock ÷ baseline (higher is better for libsock; latency rows are baseline ÷ libsock of the p50, "
+      "so also higher is better). `ratio`: median of the per-repetition ratios, the figure the status "
+      "uses; `ratio of medians`: the two contenders' medians divided, for comparison (they differ when "
+      "runs are bimodal).\n")
+    rows, chart = [], []
+    for label, case, x, y, metric, inv, target in ratio_rows + info_rows:
+        p = R.paired(case, x, y, metric, inv)
+        if p is None:
+            continue
+        med, lo, hi, n = p
+        if target is None:
+            status = "info"
+        else:
+            status = "**met**" if med >= target else "**missed**"
+            if lo < target <= hi or lo <= target < hi:
+                status += " (range straddles target)"
+        mx, my = R.med(case, x, metric), R.med(case, y, metric)
+        rom = (my / mx if inv else mx / my) if mx and my else None
+        rows.append([label, metric, f"{med:.3f}", f"{lo:.2f} – {hi:.2f}", fmt(rom, 3),
+                     "—" if target is None else f"≥ {target}", status])
+        chart.append((label, med, target))
+    extra = []
+    if "send" in cg and "sock_send" in cg:
+        d = cg["sock_send"][0] - cg["send"][0]
+        extra.append(["sock_send 64 B: user-space instructions − send(2)", "instr/call", f"{d:+.0f}", "exact", "",
+                      "≤ +300", "**met**" if d <= 300 else "**missed**"])
+    if "send" in cg and "sock_send_async" in cg:
+        d = cg["sock_send_async"][0] - cg["send"][0]
+        extra.append(["sock_send_async 64 B inline: instructions − send(2)", "instr/call", f"{d:+.0f}", "exact", "",
+                      "—", "info"])
+    mem_l, mem_r = R.med(pend, "libsock", "rss_delta_per_conn"), R.med(pend, "epoll", "rss_delta_per_conn")
+    if mem_l is not None and mem_r is not None:
+        lib = mem_l - mem_r
+        extra.append([f"{pend}: library memory per connection", "bytes", f"{lib:.0f}", "—", "",  "≤ 1024",
+                      "**met**" if lib <= 1024 else "**missed**"])
+    w(table(["case", "metric", "ratio", "range", "ratio of medians", "target", "status"], rows + extra))
+
+    # Blocking.
+    w("\n## Blocking throughput (1 connection, sock_send vs send(2))\n")
+    rows = []
+    for s in SIZES:
+        c = f"blocking-{s}"
+        if not R.has(c):
+            continue
+        p = R.paired(c, "libsock", "send", "msgs_per_s")
+        rows.append([s, fmt_rate(R.med(c, "send", "msgs_per_s")), fmt_rate(R.med(c, "libsock", "msgs_per_s")),
+                     fmt(R.med(c, "send", "GB_per_s")), fmt(R.med(c, "libsock", "GB_per_s")),
+                     fmt(p[0], 3) if p else "—",
+                     fmt(R.med(c, "send", "cpu_ns_per_msg"), 0), fmt(R.med(c, "libsock", "cpu_ns_per_msg"), 0)])
+    w(table(["size", "send(2) msgs/s", "sock_send msgs/s", "send(2) GB/s", "sock_send GB/s", "ratio",
+             "send(2) CPU ns/msg", "sock_send CPU ns/msg"], rows))
+
+    # Async.
+    w("\n## Async throughput\n")
+    w("Window of 64 outstanding operations per connection, turns of up to 64 messages per connection. "
+      "`pending %`: messages that did not complete inside their first call (libsock: SOCK_IO_PENDING; "
+      "epoll: hit EAGAIN; libuv: left queued by uv_write). `CPU`: user+system time of the sending process "
+      "(all its threads) per message. *lag*: the lagging receiver (backpressure), see README.\n")
+    rows = []
+    for c in ASYNC:
+        if not R.has(c):
+            continue
+        for who in ASYNC_WHO:
+            m = R.med(c, who, "msgs_per_s")
+            if m is None:
+                continue
+            rows.append([c, who, fmt_rate(m), fmt(R.med(c, who, "GB_per_s")),
+                         fmt(R.med(c, who, "pending_pct"), 1), fmt(R.med(c, who, "cpu_ns_per_msg"), 0)])
+    w(table(["case", "contender", "msgs/s", "GB/s", "pending %", "CPU ns/msg"], rows))
+
+    # Pending.
+    if R.has(pend):
+        w(f"\n## {pend}: one pending send per connection\n")
+        rows = []
+        for who in ("libsock", "epoll", "libuv"):
+            m = R.med(pend, who, "completions_per_s")
+            if m is None:
+                continue
+            rows.append([who, fmt_rate(m), fmt(R.med(pend, who, "rss_delta_per_conn"), 0),
+                         fmt(R.med(pend, who, "cpu_ns_per_completion"), 0)])
+        w(table(["contender", "completions/s", "RSS delta per conn (B)", "CPU ns/completion"], rows))
+        if mem_l is not None and mem_r is not None:
+            w(f"\nlibsock's own memory per connection: {mem_l:.0f} − {mem_r:.0f} (raw fds) = "
+              f"**{mem_l - mem_r:.0f} B** (RSS, pages touched; kernel socket memory is not in RSS).\n")
+
+    # Latency.
+    w("\n## Ping-pong latency (64 B, TCP_NODELAY), µs\n")
+    w("`latency-*`: processes placed by the scheduler (on this VM a wake-up on the other, idle vCPU "
+      "costs tens of µs, which dominates); `latency-*-1cpu`: client (all threads) and echo server pinned "
+      "to CPU 0, so every wake-up is a local context switch and the difference is the software's.\n")
+    rows = []
+    for c in ("latency-blocking", "latency-async", "latency-blocking-1cpu", "latency-async-1cpu"):
+        for who in ("send", "libsock", "libsock-manual", "epoll", "libuv"):
+            p50 = R.med(c, who, "p50_us")
+            if p50 is not None:
+                rows.append([c, who, fmt(p50, 1), fmt(R.med(c, who, "p99_us"), 1)])
+    w(table(["case", "contender", "p50", "p99"], rows))
+
+    # Instructions.
+    if cg:
+        w(f"\n## User-space instructions per 64-byte call (callgrind, ({a.calls} calls − 0 calls) ÷ {a.calls})\n")
+        rows = []
+        base = cg.get("send", (None,))[0]
+        for mode in ("send", "sock_send", "sock_send_async"):
+            if mode in cg:
+                pc = cg[mode][0]
+                rows.append([mode if mode != "send" else "send(2)", f"{pc:.1f}",
+                             "—" if base is None or mode == "send" else f"{pc - base:+.1f}"])
+        w(table(["call", "instructions", "vs send(2)"], rows))
+        w("\nIncludes the benchmark loop's own few instructions (the same in every row).\n")
+        for mode in ("sock_send", "sock_send_async", "send"):
+            if mode in cg and cg[mode][1][0]:
+                by_fn, by_src = cg[mode][1]
+                w(f"\nWhere {mode}'s instructions go, per call: self cost by function (inlined code "
+                  "counted in the function it was inlined into), and the same split by the source "
+                  "file the code came from (`std:` is Rust's standard library inlined there):\n")
+                w(table(["function", "instr/call", "object"], [[f"`{f}`", f"{n:.1f}", o] for f, n, o in by_fn]))
+                if mode != "send":
+                    w("\n")
+                    w(table(["source → function", "instr/call"], [[f"`{f}`", f"{n:.1f}"] for f, n, _ in by_src]))
+
+    with open(a.out, "w") as f:
+        f.write("\n".join(L))
+
+    if a.chart:
+        make_chart(chart, a.chart)
+    return 0
+
+
+def short(label):
+    """A label short enough for the chart's axis."""
+    for a, b in ((" (send ÷ libsock)", " send÷ls"), (" (epoll ÷ libsock)", " epoll÷ls"),
+                 (" (epoll ÷ libsock-manual)", " epoll÷manual"), (" (libuv ÷ libsock)", " uv÷ls"),
+                 ("latency async 1cpu p50", "lat1cpu async"), ("latency blocking 1cpu p50", "lat1cpu blk"),
+                 ("latency async p50", "lat async"), ("latency blocking p50", "lat blk"),
+                 ("async ", ""), (" conn ", "c "), ("-1 conn", "-1c"), ("-64 conn", "-64c"), ("blocking", "blk"),
+                 ("pending-10000conn", "10k pending"), ("pending-1000conn", "1k pending"),
+                 ("async-", ""), ("conn-", "c-"), (": manual ÷ default engine", " man÷def"),
+                 ("latency ", "lat "), ("blocking", "blk")):
+        label = label.replace(a, b)
+    return label
+
+
+def make_chart(rows, path):
+    if not shutil.which("gnuplot"):
+        print("report: gnuplot not found; no chart (Debian: apt-get install gnuplot-nox)", file=sys.stderr)
+        return
+    base = os.path.splitext(path)[0]
+    with open(base + ".dat", "w") as f:
+        for i, (label, med, target) in enumerate(rows):
+            color = "0x888888" if target is None else ("0x2e8b57" if med >= target else "0xcc3333")
+            t = "NaN" if target is None else f"{target}"
+            f.write(f'{i} "{short(label)}" {med:.4f} {t} {color}\n')
+    script = f"""
+set terminal pngcairo size 1500,800 font ",10"
+set output "{path}"
+set title "libsock ÷ baseline (median of interleaved pairs); green met, red missed, grey no target; ◆ target"
+set style fill solid 0.85 border -1
+set boxwidth 0.7
+set xtics rotate by -50 scale 0 font ",9"
+set ylabel "ratio"
+set yrange [0:*]
+set grid ytics
+set key off
+set bmargin 9
+set rmargin 10
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "black"
+plot "{base}.dat" using 1:3:5:xtic(2) with boxes lc rgb variable, \\
+     "" using 1:4 with points pt 13 ps 1.6 lc rgb "black"
+"""
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        print("report: gnuplot failed: " + r.stderr, file=sys.stderr)
+    else:
+        os.remove(base + ".dat")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
