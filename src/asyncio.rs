@@ -312,34 +312,36 @@ fn forget_parents(q: &mut QueueState) -> bool {
     false
 }
 
-/// Close: every pending operation ends with `SOCK_OPERATION_ABORTED` and
-/// the socket leaves its loop. Once this returns, no operation of the
+/// Ends every pending operation of the socket with
+/// `SOCK_OPERATION_ABORTED` (callbacks on `lp`) and takes the socket out of
+/// `lp`'s poller. Once the queue lock is released, no operation of the
 /// socket touches its buffer again.
-pub fn abort_all(sock: &Socket, h: sock_handle) {
-    let mut q = sock.queue.lock();
-    if forget_parents(&mut q) {
-        return;
-    }
-    let Some(lp) = q.engine.clone() else { return };
-    let mut sink = sink_to(&lp, h);
-    q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
-    q.drain_recvs(SOCK_OPERATION_ABORTED, &mut sink);
-    if q.registered.take().is_some() {
-        lp.deregister(sock.fd(), h);
-    }
-}
-
-/// Engine free: as `abort_all`, but the socket stays bound to the stopped
-/// loop, so its later async calls fail with `SOCK_OPERATION_ABORTED`.
-pub fn detach(sock: &Socket, h: sock_handle, lp: &Loop) {
-    let mut q = sock.queue.lock();
+fn abort_pending(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) {
     let mut sink = sink_to(lp, h);
     q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
     q.drain_recvs(SOCK_OPERATION_ABORTED, &mut sink);
     if q.registered.take().is_some() {
         lp.deregister(sock.fd(), h);
     }
-    sock.queue.wake_waiter(&q);
+    sock.queue.wake_waiter(q);
+}
+
+/// Close: every pending operation ends with `SOCK_OPERATION_ABORTED` and
+/// the socket leaves its loop.
+pub fn abort_all(sock: &Socket, h: sock_handle) {
+    let mut q = sock.queue.lock();
+    if forget_parents(&mut q) {
+        return;
+    }
+    if let Some(lp) = q.engine.clone() {
+        abort_pending(&mut q, sock, h, &lp);
+    }
+}
+
+/// Engine free: as `abort_all`, but the socket stays bound to the stopped
+/// loop, so its later async calls fail with `SOCK_OPERATION_ABORTED`.
+pub fn detach(sock: &Socket, h: sock_handle, lp: &Loop) {
+    abort_pending(&mut sock.queue.lock(), sock, h, lp);
 }
 
 /// `sock_attach`: binds an idle socket to another engine's loop.
