@@ -113,7 +113,10 @@ impl Model {
     /// (directly when idle, else behind the queue) and writes outside the lock.
     fn blocking_send(&self) {
         let turn = match self.queue.lock_if_idle() {
-            Some(idle) => self.queue.take_turn(idle),
+            Some(idle) => {
+                self.queue.keep_turn(idle);
+                self.queue.adopt_turn()
+            }
             None => match self.queue.acquire(Deadline::after_ms(0), &self.closed) {
                 Ok(turn) => turn,
                 Err(_) => return,
