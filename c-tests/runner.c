@@ -54,6 +54,14 @@ static const char *signame(int sig) {
   }
 }
 
+/* Seconds a test may run: SOCK_TEST_TIMEOUT_S overrides TEST_TIMEOUT_S,
+ * for slow runs such as under valgrind. */
+static int test_timeout_s(void) {
+  const char *env = getenv("SOCK_TEST_TIMEOUT_S");
+  int t = env ? atoi(env) : 0;
+  return t > 0 ? t : TEST_TIMEOUT_S;
+}
+
 /* Runs one test in a child; returns 1 if it passed, with *reason set. */
 static int run_one(const test_entry *t, char *reason, size_t cap) {
   fflush(stdout);
@@ -71,7 +79,7 @@ static int run_one(const test_entry *t, char *reason, size_t cap) {
     signal(SIGPIPE, SIG_DFL);
     signal(SIGALRM, SIG_DFL);
     setvbuf(stdout, NULL, _IONBF, 0);
-    alarm(TEST_TIMEOUT_S);
+    alarm((unsigned)test_timeout_s());
     int rc = t->fn();
     exit(rc == 0 ? 0 : 2);
   }
@@ -89,7 +97,7 @@ static int run_one(const test_entry *t, char *reason, size_t cap) {
   }
   if (WIFSIGNALED(status)) {
     if (WTERMSIG(status) == SIGALRM)
-      snprintf(reason, cap, "timeout after %d s", TEST_TIMEOUT_S);
+      snprintf(reason, cap, "timeout after %d s", test_timeout_s());
     else
       snprintf(reason, cap, "signal %s", signame(WTERMSIG(status)));
     return 0;
