@@ -207,4 +207,17 @@ typedef struct {
 void reader_start(reader_t *r);
 void reader_join(reader_t *r);
 
+/* 1 in a build with AddressSanitizer (gcc or clang), else 0: for checks
+ * that its quarantine or its allocator's fork behaviour would distort. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 #endif /* TEST_HELPERS_H */
