@@ -409,10 +409,6 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn is_manual(&self) -> bool {
-        self.manual
-    }
-
     /// False in a fork child for an engine of the parent's.
     pub fn in_this_process(&self) -> bool {
         self.loops.iter().all(|lp| lp.in_this_process())

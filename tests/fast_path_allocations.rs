@@ -7,10 +7,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::ffi::{c_void, CStr};
+use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sock::*;
+
+mod common;
+use common::pair;
 
 struct Counting;
 
@@ -61,32 +64,6 @@ static CALLBACKS: AtomicUsize = AtomicUsize::new(0);
 
 unsafe extern "C" fn on_done(_: sock_handle, _: sock_status, _: usize, _: *mut c_void) {
     CALLBACKS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A connected TCP pair on loopback: (client, accepted).
-fn pair() -> (sock_handle, sock_handle) {
-    let (mut l, mut c, mut a) = (0, 0, 0);
-    assert_eq!(
-        sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &mut l),
-        SOCK_OK
-    );
-    assert_eq!(sock_bind(l, c"127.0.0.1:0".as_ptr()), SOCK_OK);
-    assert_eq!(sock_listen(l, 1), SOCK_OK);
-    let mut addr = [0 as std::ffi::c_char; SOCK_ADDRESS_MAX_LEN];
-    let rc = sock_local_address(l, addr.as_mut_ptr(), addr.len(), std::ptr::null_mut());
-    assert_eq!(rc, SOCK_OK);
-    assert_eq!(
-        sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &mut c),
-        SOCK_OK
-    );
-    assert_eq!(sock_connect(c, addr.as_ptr()), SOCK_OK);
-    assert_eq!(sock_accept(l, &mut a), SOCK_OK);
-    assert_eq!(sock_close(l), SOCK_OK);
-    // SAFETY: sock_local_address wrote a NUL-terminated string.
-    assert!(unsafe { CStr::from_ptr(addr.as_ptr()) }
-        .to_bytes()
-        .starts_with(b"127.0.0.1:"));
-    (c, a)
 }
 
 const CALLS: usize = 1000;

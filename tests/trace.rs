@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use sock::*;
 
+mod common;
+use common::pair;
+
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 unsafe extern "C" fn collect(line: *const c_char, user_data: *mut c_void) {
@@ -23,27 +26,6 @@ static DONE: Mutex<Option<(sock_status, usize)>> = Mutex::new(None);
 
 unsafe extern "C" fn on_done(_: sock_handle, s: sock_status, n: usize, _: *mut c_void) {
     *DONE.lock().unwrap() = Some((s, n));
-}
-
-fn pair() -> (sock_handle, sock_handle) {
-    let (mut l, mut c, mut a) = (0, 0, 0);
-    assert_eq!(
-        sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &mut l),
-        SOCK_OK
-    );
-    assert_eq!(sock_bind(l, c"127.0.0.1:0".as_ptr()), SOCK_OK);
-    assert_eq!(sock_listen(l, 1), SOCK_OK);
-    let mut addr = [0 as c_char; SOCK_ADDRESS_MAX_LEN];
-    let rc = sock_local_address(l, addr.as_mut_ptr(), addr.len(), std::ptr::null_mut());
-    assert_eq!(rc, SOCK_OK);
-    assert_eq!(
-        sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &mut c),
-        SOCK_OK
-    );
-    assert_eq!(sock_connect(c, addr.as_ptr()), SOCK_OK);
-    assert_eq!(sock_accept(l, &mut a), SOCK_OK);
-    assert_eq!(sock_close(l), SOCK_OK);
-    (c, a)
 }
 
 fn lines_of(h: sock_handle) -> Vec<String> {
