@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::socket::Socket;
 use crate::status::{Error, Result, SOCK_TOO_MANY_OPEN_SOCKETS};
@@ -35,24 +35,30 @@ struct Slot {
     socket: Option<Arc<Socket>>,
 }
 
-#[derive(Default)]
 struct Shard {
     slots: Vec<Slot>,
     /// Free slot numbers, reused oldest first so generations advance evenly.
     free: VecDeque<usize>,
 }
 
-struct Table {
-    shards: Vec<RwLock<Shard>>,
-    next_shard: AtomicUsize,
-}
+/// One shard per cache line, so lookups on different shards never share one.
+#[repr(align(64))]
+struct PaddedShard(RwLock<Shard>);
 
-fn table() -> &'static Table {
-    static TABLE: OnceLock<Table> = OnceLock::new();
-    TABLE.get_or_init(|| Table {
-        shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
-        next_shard: AtomicUsize::new(0),
-    })
+/// The shards, in static storage: a lookup reaches its shard with no
+/// initialisation check and no pointer to follow.
+static TABLE: [PaddedShard; SHARDS] = [const {
+    PaddedShard(RwLock::new(Shard {
+        slots: Vec::new(),
+        free: VecDeque::new(),
+    }))
+}; SHARDS];
+
+/// Where the next insert starts looking, spreading sockets over the shards.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+fn shard(shard_no: usize) -> &'static RwLock<Shard> {
+    &TABLE[shard_no].0
 }
 
 fn pack(index: usize, generation: u64) -> sock_handle {
@@ -67,12 +73,11 @@ fn unpack(h: sock_handle) -> (usize, usize, u64) {
 
 /// Stores `socket` in the table and returns its new handle.
 pub fn insert(socket: Socket) -> Result<sock_handle> {
-    let t = table();
     let socket = Arc::new(socket);
-    let start = t.next_shard.fetch_add(1, Ordering::Relaxed);
+    let start = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
     for k in 0..SHARDS {
         let shard_no = (start + k) % SHARDS;
-        let mut shard = sync::write(&t.shards[shard_no]);
+        let mut shard = sync::write(shard(shard_no));
         let slot_no = match shard.free.pop_front() {
             Some(n) => n,
             None if shard.slots.len() < SLOTS_PER_SHARD => {
@@ -95,7 +100,7 @@ pub fn insert(socket: Socket) -> Result<sock_handle> {
 /// The socket a handle names, or `None` for 0, closed, stale or never-issued handles.
 pub fn lookup(h: sock_handle) -> Option<Arc<Socket>> {
     let (shard_no, slot_no, generation) = unpack(h);
-    let shard = sync::read(&table().shards[shard_no]);
+    let shard = sync::read(shard(shard_no));
     let slot = shard.slots.get(slot_no)?;
     if slot.generation != generation {
         return None;
@@ -111,7 +116,7 @@ pub fn lookup(h: sock_handle) -> Option<Arc<Socket>> {
 #[inline]
 pub fn with<R>(h: sock_handle, f: impl FnOnce(&Arc<Socket>) -> R) -> Option<R> {
     let (shard_no, slot_no, generation) = unpack(h);
-    let shard = sync::read(&table().shards[shard_no]);
+    let shard = sync::read(shard(shard_no));
     let slot = shard.slots.get(slot_no)?;
     if slot.generation != generation {
         return None;
@@ -123,7 +128,7 @@ pub fn with<R>(h: sock_handle, f: impl FnOnce(&Arc<Socket>) -> R) -> Option<R> {
 /// invalid from here on. `None` when the handle was not valid.
 pub fn remove(h: sock_handle) -> Option<Arc<Socket>> {
     let (shard_no, slot_no, generation) = unpack(h);
-    let mut shard = sync::write(&table().shards[shard_no]);
+    let mut shard = sync::write(shard(shard_no));
     let slot = shard.slots.get_mut(slot_no)?;
     if slot.generation != generation {
         return None;

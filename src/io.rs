@@ -10,6 +10,7 @@ use std::ffi::c_void;
 
 use socket2::SockAddr;
 
+use crate::queue::QueueGuard;
 use crate::socket::{Kind, Socket, State};
 use crate::status::{
     Error, Result, SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
@@ -51,7 +52,7 @@ pub fn send_flags(flags: i32) -> Result<libc::c_int> {
     if flags & !(SOCK_MSG_OOB | SOCK_MSG_DONT_ROUTE) != 0 {
         return Err(Error::new(SOCK_INVALID_ARGUMENT));
     }
-    let mut os = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    let mut os = SEND_FLAGS_NONE;
     if flags & SOCK_MSG_OOB != 0 {
         os |= libc::MSG_OOB;
     }
@@ -60,6 +61,9 @@ pub fn send_flags(flags: i32) -> Result<libc::c_int> {
     }
     Ok(os)
 }
+
+/// The OS flags of a send with `SOCK_MSG_NONE`.
+pub(crate) const SEND_FLAGS_NONE: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 
 /// Validates `sock_recv` flags and turns them into OS flags.
 pub fn recv_flags(flags: i32) -> Result<libc::c_int> {
@@ -160,7 +164,58 @@ pub fn send_fast(
             turn_taken: false,
         };
     };
-    let sent = match send_once(sock, first_window(bufs), to, os_flags) {
+    let result = send_once(sock, first_window(bufs), to, os_flags);
+    after_first_send(sock, idle, result, total)
+}
+
+/// What `send_fast_one` got to.
+pub enum FastOne {
+    /// Every byte went.
+    Sent,
+    /// Nothing was done: the general `send_fast` must run.
+    NotTried,
+    /// Anything else, as `send_fast` reports it.
+    Other(Fast),
+}
+
+/// `sock_send`'s common case on one short code path: one buffer, no flags,
+/// a connected stream nobody else is writing to.
+///
+/// # Safety
+/// `buf` must point to `len` readable bytes.
+#[inline]
+pub unsafe fn send_fast_one(sock: &Socket, buf: *const c_void, len: usize) -> FastOne {
+    if sock.kind != Kind::Stream || sock.state() != State::Connected || len == 0 {
+        return FastOne::NotTried;
+    }
+    let Some(idle) = sock.queue.lock_if_idle() else {
+        return FastOne::NotTried;
+    };
+    // SAFETY: `buf` holds `len` readable bytes (this function's contract);
+    // the kernel only reads them.
+    let n = unsafe { libc::send(sock.fd(), buf, len, SEND_FLAGS_NONE) };
+    if n >= 0 && n as usize == len {
+        return FastOne::Sent;
+    }
+    let result = if n < 0 {
+        Err(Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    };
+    FastOne::Other(after_first_send(sock, idle, result, len))
+}
+
+/// What a fast path does after its first system call did not send it all
+/// (or, from `send_fast`, did): report, or keep the turn to wait. Out of
+/// line, to keep `send_fast_one` short.
+#[inline(never)]
+fn after_first_send(
+    sock: &Socket,
+    idle: QueueGuard<'_>,
+    result: Result<usize>,
+    total: usize,
+) -> Fast {
+    let sent = match result {
         Ok(n) if n == total || sock.kind == Kind::Dgram => return Fast::Done((Ok(()), n)),
         Ok(n) => n,
         Err(e) if e.errno == libc::EAGAIN || e.errno == libc::EINTR => 0,

@@ -136,6 +136,9 @@ pub struct QueueState {
 }
 
 /// Where completions go while the queue lock is held.
+/// The queue lock, held.
+pub type QueueGuard<'a> = MutexGuard<'a, QueueState>;
+
 pub type Sink<'a> = &'a mut dyn FnMut(Callback, sock_status, usize);
 
 impl QueueState {
@@ -370,6 +373,7 @@ impl Drop for Turn<'_> {
 }
 
 impl OpQueue {
+    #[inline]
     pub fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panic caught at the ABI boundary must not leave the socket
         // unusable: ignore poisoning.
@@ -391,6 +395,7 @@ impl OpQueue {
     /// The locked queue, if nobody writes or waits: the caller may write
     /// under the lock (non-blocking system calls only), then release it, or
     /// keep going with `keep_turn`.
+    #[inline]
     pub fn lock_if_idle(&self) -> Option<MutexGuard<'_, QueueState>> {
         let st = self.lock();
         st.is_idle().then_some(st)

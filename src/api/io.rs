@@ -5,12 +5,14 @@
 
 use std::ffi::{c_char, c_void};
 use std::mem::size_of;
+use std::sync::Arc;
 
 use crate::address;
 use crate::ffi::{c_str, out_buf, write_opt, MAX_LEN};
 use crate::handle::{self, sock_handle};
-use crate::io::{self, sock_buf, Fast};
+use crate::io::{self, sock_buf, Fast, FastOne, SOCK_MSG_NONE};
 use crate::panic::ffi_boundary;
+use crate::socket::Socket;
 use crate::status::{
     report, sock_status, Error, Result, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
     SOCK_NOT_SOCKET, SOCK_NO_BUFFER_SPACE, SOCK_OK,
@@ -55,17 +57,11 @@ fn send_checked(
         // No address to resolve: the fast path runs under the table's read
         // lock, with no reference taken; only a send that must wait does.
         let fast = handle::with(h, |sock| {
-            match io::send_fast(sock, iov, total, os_flags, None) {
-                Fast::Done(outcome) => Ok(outcome),
-                Fast::Wait { sent, turn_taken } => Err((sock.clone(), sent, turn_taken)),
-            }
+            go_on(sock, io::send_fast(sock, iov, total, os_flags, None))
         });
         return match fast {
             None => fail(SOCK_NOT_SOCKET),
-            Some(Ok(outcome)) => outcome,
-            Some(Err((sock, sent, turn_taken))) => {
-                io::send_slow(&sock, iov, total, os_flags, None, sent, turn_taken)
-            }
+            Some(next) => finish_send(next, iov, total, os_flags),
         };
     }
     // Resolving the address may take long (a host name): not under the lock.
@@ -78,6 +74,42 @@ fn send_checked(
         Err(e) => return (Err(e), 0),
     };
     io::send(&sock, iov, total, os_flags, Some(&to))
+}
+
+/// Where a fast path left a send: finished, or to go on waiting outside
+/// the table's lock, with its own reference to the socket.
+type Next = std::result::Result<(Result<()>, usize), (Arc<Socket>, usize, bool)>;
+
+/// Where `sock_send`'s short path (`send_fast_one`) left a send.
+enum Short {
+    Sent,
+    NotTried,
+    Next(Next),
+}
+
+/// Turns a fast path's result into `Next` (under the table's lock).
+#[inline(never)]
+fn go_on(sock: &Arc<Socket>, fast: Fast) -> Next {
+    match fast {
+        Fast::Done(outcome) => Ok(outcome),
+        Fast::Wait { sent, turn_taken } => Err((sock.clone(), sent, turn_taken)),
+    }
+}
+
+/// Finishes a send after its fast path (outside the table's lock).
+#[inline(never)]
+fn finish_send(
+    next: Next,
+    iov: &[libc::iovec],
+    total: usize,
+    os_flags: i32,
+) -> (Result<()>, usize) {
+    match next {
+        Ok(outcome) => outcome,
+        Err((sock, sent, turn_taken)) => {
+            io::send_slow(&sock, iov, total, os_flags, None, sent, turn_taken)
+        }
+    }
 }
 
 /// One buffer as a one-segment gather list.
@@ -116,6 +148,29 @@ pub extern "C" fn sock_send(
     sent: *mut usize,
 ) -> sock_status {
     ffi_boundary! {
+        if flags == SOCK_MSG_NONE && !buf.is_null() && len <= MAX_LEN {
+            // The common case on its own short path (see `send_fast_one`).
+            // SAFETY: `buf` is non-NULL and C promises `len` readable bytes.
+            let fast = handle::with(h, |sock| match unsafe { io::send_fast_one(sock, buf, len) } {
+                FastOne::Sent => Short::Sent,
+                FastOne::NotTried => Short::NotTried,
+                FastOne::Other(fast) => Short::Next(go_on(sock, fast)),
+            });
+            match fast {
+                Some(Short::Sent) => {
+                    // SAFETY: `sent` is NULL or points to a size_t (C's promise).
+                    unsafe { write_opt(sent, len) };
+                    trace::op(h, "send", len, SOCK_OK);
+                    return SOCK_OK;
+                }
+                Some(Short::Next(next)) => {
+                    let outcome = finish_send(next, &single(buf, len), len, io::SEND_FLAGS_NONE);
+                    return finish(h, "send", outcome, sent);
+                }
+                // The general path decides (and reports a bad handle).
+                Some(Short::NotTried) | None => {}
+            }
+        }
         let outcome = if buf.is_null() {
             fail(SOCK_FAULT)
         } else if len > MAX_LEN {
