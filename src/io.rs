@@ -82,6 +82,7 @@ pub fn recv_flags(flags: i32) -> Result<libc::c_int> {
 
 /// One send system call: `send` for the common single-segment case,
 /// `sendmsg` otherwise.
+#[inline]
 pub(crate) fn send_once(
     sock: &Socket,
     iov: &[libc::iovec],
@@ -178,36 +179,25 @@ pub enum FastOne {
     Other(Fast),
 }
 
-/// `sock_send`'s common case on one short code path: one buffer, no flags,
-/// a connected stream nobody else is writing to.
-///
-/// # Safety
-/// `buf` must point to `len` readable bytes.
+/// `sock_send`'s common case on one short code path: one segment, no
+/// flags, a connected stream nobody else is writing to.
 #[inline]
-pub unsafe fn send_fast_one(sock: &Socket, buf: *const c_void, len: usize) -> FastOne {
+pub fn send_fast_one(sock: &Socket, one: &[libc::iovec; 1]) -> FastOne {
+    let len = one[0].iov_len;
     if sock.kind != Kind::Stream || sock.state() != State::Connected || len == 0 {
         return FastOne::NotTried;
     }
     let Some(idle) = sock.queue.lock_if_idle() else {
         return FastOne::NotTried;
     };
-    // SAFETY: `buf` holds `len` readable bytes (this function's contract);
-    // the kernel only reads them.
-    let n = unsafe { libc::send(sock.fd(), buf, len, SEND_FLAGS_NONE) };
-    if n >= 0 && n as usize == len {
-        return FastOne::Sent;
+    match send_once(sock, one, None, SEND_FLAGS_NONE) {
+        Ok(n) if n == len => FastOne::Sent,
+        result => FastOne::Other(after_first_send(sock, idle, result, len)),
     }
-    let result = if n < 0 {
-        Err(Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    };
-    FastOne::Other(after_first_send(sock, idle, result, len))
 }
 
-/// What a fast path does after its first system call did not send it all
-/// (or, from `send_fast`, did): report, or keep the turn to wait. Out of
-/// line, to keep `send_fast_one` short.
+/// What a fast path does after its first system call: report, or keep the
+/// turn to wait. Out of line, to keep `send_fast_one` short.
 #[inline(never)]
 fn after_first_send(
     sock: &Socket,

@@ -150,8 +150,8 @@ pub extern "C" fn sock_send(
     ffi_boundary! {
         if flags == SOCK_MSG_NONE && !buf.is_null() && len <= MAX_LEN {
             // The common case on its own short path (see `send_fast_one`).
-            // SAFETY: `buf` is non-NULL and C promises `len` readable bytes.
-            let fast = handle::with(h, |sock| match unsafe { io::send_fast_one(sock, buf, len) } {
+            let one = single(buf, len);
+            let fast = handle::with(h, |sock| match io::send_fast_one(sock, &one) {
                 FastOne::Sent => Short::Sent,
                 FastOne::NotTried => Short::NotTried,
                 FastOne::Other(fast) => Short::Next(go_on(sock, fast)),
@@ -164,7 +164,7 @@ pub extern "C" fn sock_send(
                     return SOCK_OK;
                 }
                 Some(Short::Next(next)) => {
-                    let outcome = finish_send(next, &single(buf, len), len, io::SEND_FLAGS_NONE);
+                    let outcome = finish_send(next, &one, len, io::SEND_FLAGS_NONE);
                     return finish(h, "send", outcome, sent);
                 }
                 // The general path decides (and reports a bad handle).
