@@ -228,6 +228,9 @@ pub fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
     while let Some((iov, flags)) = q.front_batch(datagram, IOV_MAX) {
         match io::send_once(sock, iov, None, flags) {
             Ok(n) if datagram => q.consume_datagram(n, &mut sink),
+            // After a short write the loop tries again: the peer may have
+            // freed room meanwhile, and the kernel reports writability
+            // only once about a third of the buffer is free.
             Ok(n) => q.consume(n, &mut sink),
             Err(e) if e.errno == libc::EINTR => {}
             Err(e) if e.errno == libc::EAGAIN => break,
