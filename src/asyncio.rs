@@ -225,15 +225,30 @@ pub fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
     }
     let datagram = sock.kind == Kind::Dgram;
     let mut sink = sink_to(lp, h);
+    let mut retrying = false;
     while let Some((iov, flags)) = q.front_batch(datagram, IOV_MAX) {
+        let offered: usize = iov.iter().map(|seg| seg.iov_len).sum();
         match io::send_once(sock, iov, None, flags) {
             Ok(n) if datagram => q.consume_datagram(n, &mut sink),
-            // After a short write the loop tries again: the peer may have
-            // freed room meanwhile, and the kernel reports writability
-            // only once about a third of the buffer is free.
-            Ok(n) => q.consume(n, &mut sink),
+            Ok(n) => {
+                q.consume(n, &mut sink);
+                if retrying {
+                    q.short_retry.retried(n);
+                }
+                // After a short write, call again only while that pays
+                // (see ShortWriteRetry); else wait for writability.
+                retrying = n < offered;
+                if retrying && !q.short_retry.retry_now() {
+                    break;
+                }
+            }
             Err(e) if e.errno == libc::EINTR => {}
-            Err(e) if e.errno == libc::EAGAIN => break,
+            Err(e) if e.errno == libc::EAGAIN => {
+                if retrying {
+                    q.short_retry.retried(0);
+                }
+                break;
+            }
             Err(e) => {
                 let status = sock.fail(e).status;
                 q.drain_sends(status, &mut sink);

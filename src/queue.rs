@@ -133,6 +133,44 @@ pub struct QueueState {
     pub engine: Option<Arc<Loop>>,
     /// Registered with `engine`'s poller, under this handle.
     pub registered: Option<sock_handle>,
+    /// Whether the engine's flush calls again after a short write.
+    pub short_retry: ShortWriteRetry,
+}
+
+/// Decides whether a flush that wrote short calls the kernel again at once.
+///
+/// A short write means the send buffer filled, but the peer may free room
+/// while the call returns; with many lagging sockets such a retry often
+/// takes more bytes, while the kernel reports writability only once about
+/// a third of the buffer is free. On a socket whose peer has not freed
+/// anything that fast, the retry is one more system call that returns
+/// `EAGAIN`. So the flush retries until `MISSES_BEFORE_WAITING` retries in
+/// a row took nothing, and then only on every `PROBE_EVERY`th short write,
+/// to notice when retrying pays again.
+#[derive(Default)]
+pub struct ShortWriteRetry {
+    misses: u8,
+    shorts: u8,
+}
+
+impl ShortWriteRetry {
+    const MISSES_BEFORE_WAITING: u8 = 4;
+    const PROBE_EVERY: u8 = 8;
+
+    /// A write came back short: should the flush call again now?
+    pub fn retry_now(&mut self) -> bool {
+        self.shorts = self.shorts.wrapping_add(1);
+        self.misses < Self::MISSES_BEFORE_WAITING || self.shorts % Self::PROBE_EVERY == 0
+    }
+
+    /// The retry after a short write took `n` bytes (0: `EAGAIN`).
+    pub fn retried(&mut self, n: usize) {
+        self.misses = if n == 0 {
+            self.misses.saturating_add(1)
+        } else {
+            0
+        };
+    }
 }
 
 /// Where completions go while the queue lock is held.
@@ -679,5 +717,28 @@ mod tests {
         q.wake_all();
         assert_eq!(t.join().unwrap().status, SOCK_OPERATION_ABORTED);
         drop(held);
+    }
+
+    #[test]
+    fn short_write_retry_backs_off_when_retries_take_nothing_and_probes() {
+        let mut r = ShortWriteRetry::default();
+        // Retries that take bytes keep the flush retrying.
+        for _ in 0..20 {
+            assert!(r.retry_now());
+            r.retried(100);
+        }
+        // Four retries in a row that take nothing: then it waits instead,
+        for _ in 0..4 {
+            assert!(r.retry_now());
+            r.retried(0);
+        }
+        let decisions: Vec<bool> = (0..16).map(|_| r.retry_now()).collect();
+        // but probes on every 8th short write (the counter is at 24).
+        let probes: Vec<usize> = (0..16).filter(|&i| decisions[i]).collect();
+        assert_eq!(probes, vec![7, 15]);
+        // A probe that takes bytes turns retrying back on.
+        r.retried(1);
+        assert!(r.retry_now());
+        assert!(r.retry_now());
     }
 }
