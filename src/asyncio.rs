@@ -226,26 +226,31 @@ pub fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
     let datagram = sock.kind == Kind::Dgram;
     let mut sink = sink_to(lp, h);
     let mut retrying = false;
-    while let Some((iov, flags)) = q.front_batch(datagram, IOV_MAX) {
+    loop {
+        let max_bytes = q.pacing.batch_bytes();
+        let Some((iov, flags)) = q.front_batch(datagram, IOV_MAX, max_bytes) else {
+            break;
+        };
         let offered: usize = iov.iter().map(|seg| seg.iov_len).sum();
         match io::send_once(sock, iov, None, flags) {
             Ok(n) if datagram => q.consume_datagram(n, &mut sink),
             Ok(n) => {
                 q.consume(n, &mut sink);
+                q.pacing.took(n, offered);
                 if retrying {
-                    q.short_retry.retried(n);
+                    q.pacing.retried(n);
                 }
                 // After a short write, call again only while that pays
-                // (see ShortWriteRetry); else wait for writability.
+                // (see FlushPacing); else wait for writability.
                 retrying = n < offered;
-                if retrying && !q.short_retry.retry_now() {
+                if retrying && !q.pacing.retry_now() {
                     break;
                 }
             }
             Err(e) if e.errno == libc::EINTR => {}
             Err(e) if e.errno == libc::EAGAIN => {
                 if retrying {
-                    q.short_retry.retried(0);
+                    q.pacing.retried(0);
                 }
                 break;
             }

@@ -133,29 +133,38 @@ pub struct QueueState {
     pub engine: Option<Arc<Loop>>,
     /// Registered with `engine`'s poller, under this handle.
     pub registered: Option<sock_handle>,
-    /// Whether the engine's flush calls again after a short write.
-    pub short_retry: ShortWriteRetry,
+    /// How the engine's flush adapts to what the kernel takes.
+    pub pacing: FlushPacing,
 }
 
-/// Decides whether a flush that wrote short calls the kernel again at once.
+/// How the engine's flush of one socket adapts to what the kernel takes.
 ///
-/// A short write means the send buffer filled, but the peer may free room
-/// while the call returns; with many lagging sockets such a retry often
-/// takes more bytes, while the kernel reports writability only once about
-/// a third of the buffer is free. On a socket whose peer has not freed
-/// anything that fast, the retry is one more system call that returns
-/// `EAGAIN`. So the flush retries until `MISSES_BEFORE_WAITING` retries in
-/// a row took nothing, and then only on every `PROBE_EVERY`th short write,
-/// to notice when retrying pays again.
+/// **Retrying after a short write.** A short write means the send buffer
+/// filled, but the peer may free room while the call returns; with many
+/// lagging sockets such a retry often takes more bytes, while the kernel
+/// reports writability only once about a third of the buffer is free. On a
+/// socket whose peer has not freed anything that fast, the retry is one
+/// more system call that returns `EAGAIN`. So the flush retries until
+/// `MISSES_BEFORE_WAITING` retries in a row took nothing, and then only on
+/// every `PROBE_EVERY`th short write, to notice when retrying pays again.
+///
+/// **Batch size.** The kernel copies in the whole segment list of every
+/// `writev` (allocating it when there are more than 8), however little it
+/// takes. After a short write the flush offers at most twice what was
+/// taken (at least `MIN_BATCH` bytes), and doubles that limit after each
+/// call that took everything offered.
 #[derive(Default)]
-pub struct ShortWriteRetry {
+pub struct FlushPacing {
     misses: u8,
     shorts: u8,
+    /// Bytes to offer per call; 0: no limit.
+    batch: usize,
 }
 
-impl ShortWriteRetry {
+impl FlushPacing {
     const MISSES_BEFORE_WAITING: u8 = 4;
     const PROBE_EVERY: u8 = 8;
+    const MIN_BATCH: usize = 64 * 1024;
 
     /// A write came back short: should the flush call again now?
     pub fn retry_now(&mut self) -> bool {
@@ -169,6 +178,24 @@ impl ShortWriteRetry {
             self.misses.saturating_add(1)
         } else {
             0
+        };
+    }
+
+    /// At most how many bytes the next call should offer.
+    pub fn batch_bytes(&self) -> usize {
+        if self.batch == 0 {
+            usize::MAX
+        } else {
+            self.batch
+        }
+    }
+
+    /// The kernel took `n` of the `offered` bytes.
+    pub fn took(&mut self, n: usize, offered: usize) {
+        self.batch = if n < offered {
+            n.saturating_mul(2).max(Self::MIN_BATCH)
+        } else {
+            self.batch.saturating_mul(2)
         };
     }
 }
@@ -233,22 +260,27 @@ impl QueueState {
 
     /// The segments of the pending sends at the front that one system call
     /// may carry: consecutive operations with the same flags (streams), or
-    /// the first operation alone (datagrams), at most `max_segs` segments.
-    /// `None` when no send is at the front.
+    /// the first operation alone (datagrams), at most `max_segs` segments,
+    /// and no further operation once `max_bytes` are in. `None` when no
+    /// send is at the front.
     pub fn front_batch(
         &mut self,
         datagram: bool,
         max_segs: usize,
+        max_bytes: usize,
     ) -> Option<(&[libc::iovec], libc::c_int)> {
         let Some(Entry::Send(first)) = self.entries.front() else {
             return None;
         };
         let flags = first.os_flags;
-        let mut count = 0;
+        let (mut count, mut bytes) = (0, 0);
         for entry in &self.entries {
             match entry {
-                Entry::Send(op) if op.os_flags == flags && count < max_segs => {
+                Entry::Send(op)
+                    if op.os_flags == flags && count < max_segs && bytes < max_bytes =>
+                {
                     count += op.segs_left;
+                    bytes += op.total - op.sent;
                     if datagram {
                         break;
                     }
@@ -578,7 +610,7 @@ mod tests {
         q.push_send(SendOp::new(0, 0, 0, None, cb(2)), &[]);
         q.push_send(SendOp::new(7, 3, 0, None, cb(3)), &[iov(&c)]);
         assert_eq!(q.pending_send_bytes(), 15 + 4);
-        let (batch, _) = q.front_batch(false, IOV_MAX_FOR_TEST).unwrap();
+        let (batch, _) = q.front_batch(false, IOV_MAX_FOR_TEST, usize::MAX).unwrap();
         assert_eq!(batch.len(), 3);
         assert_eq!(batch[2].iov_len, 4, "the 3 bytes sent inline are skipped");
         let mut log = Log::new();
@@ -602,9 +634,21 @@ mod tests {
         q.push_send(SendOp::new(4, 0, 0, None, cb(1)), &[iov(&a)]);
         q.push_send(SendOp::new(4, 0, 0, None, cb(2)), &[iov(&a)]);
         q.push_send(SendOp::new(4, 0, libc::MSG_OOB, None, cb(3)), &[iov(&a)]);
-        assert_eq!(q.front_batch(false, IOV_MAX_FOR_TEST).unwrap().0.len(), 2);
-        assert_eq!(q.front_batch(true, IOV_MAX_FOR_TEST).unwrap().0.len(), 1);
-        assert_eq!(q.front_batch(false, 1).unwrap().0.len(), 1);
+        assert_eq!(
+            q.front_batch(false, IOV_MAX_FOR_TEST, usize::MAX)
+                .unwrap()
+                .0
+                .len(),
+            2
+        );
+        assert_eq!(
+            q.front_batch(true, IOV_MAX_FOR_TEST, usize::MAX)
+                .unwrap()
+                .0
+                .len(),
+            1
+        );
+        assert_eq!(q.front_batch(false, 1, usize::MAX).unwrap().0.len(), 1);
     }
 
     #[test]
@@ -621,7 +665,7 @@ mod tests {
         let next = q.expire(now, SOCK_TIMED_OUT, &mut record(&mut log));
         assert_eq!(log, vec![(2, SOCK_TIMED_OUT, 0)]);
         assert_eq!(next, later);
-        let (batch, _) = q.front_batch(false, IOV_MAX_FOR_TEST).unwrap();
+        let (batch, _) = q.front_batch(false, IOV_MAX_FOR_TEST, usize::MAX).unwrap();
         // Operation 1's remaining 3 bytes, then operation 3's: b is gone.
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[1].iov_base as *const u8, c.as_ptr());
@@ -720,8 +764,8 @@ mod tests {
     }
 
     #[test]
-    fn short_write_retry_backs_off_when_retries_take_nothing_and_probes() {
-        let mut r = ShortWriteRetry::default();
+    fn flush_retries_back_off_when_retries_take_nothing_and_probe() {
+        let mut r = FlushPacing::default();
         // Retries that take bytes keep the flush retrying.
         for _ in 0..20 {
             assert!(r.retry_now());
@@ -740,5 +784,53 @@ mod tests {
         r.retried(1);
         assert!(r.retry_now());
         assert!(r.retry_now());
+    }
+
+    #[test]
+    fn flush_batch_follows_what_the_kernel_takes() {
+        let mut p = FlushPacing::default();
+        assert_eq!(
+            p.batch_bytes(),
+            usize::MAX,
+            "no limit before any short write"
+        );
+        p.took(20_000, 1 << 20);
+        assert_eq!(
+            p.batch_bytes(),
+            64 * 1024,
+            "twice what went, at least 64 KiB"
+        );
+        p.took(50_000, 64 * 1024);
+        assert_eq!(p.batch_bytes(), 100_000);
+        p.took(100_000, 100_000);
+        assert_eq!(
+            p.batch_bytes(),
+            200_000,
+            "doubles after a call that took all"
+        );
+    }
+
+    #[test]
+    fn batches_stop_adding_operations_once_max_bytes_are_in() {
+        let a = [0u8; 10];
+        let mut q = QueueState::default();
+        for id in 0..4 {
+            q.push_send(
+                SendOp::new(10, 0, 0, None, cb(id)),
+                &[iov(&a[..5]), iov(&a[5..])],
+            );
+        }
+        assert_eq!(
+            q.front_batch(false, IOV_MAX_FOR_TEST, 15).unwrap().0.len(),
+            4
+        );
+        assert_eq!(
+            q.front_batch(false, IOV_MAX_FOR_TEST, 1).unwrap().0.len(),
+            2
+        );
+        assert_eq!(
+            q.front_batch(false, IOV_MAX_FOR_TEST, 40).unwrap().0.len(),
+            8
+        );
     }
 }

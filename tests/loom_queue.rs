@@ -99,7 +99,7 @@ impl Model {
         if q.busy {
             return;
         }
-        while let Some((iov, _)) = q.front_batch(false, 1024) {
+        while let Some((iov, _)) = q.front_batch(false, 1024, usize::MAX) {
             let n = iov.iter().map(|s| s.iov_len).sum::<usize>().min(chunk);
             self.write();
             q.consume(n, &mut |cb, status, _| {
