@@ -36,7 +36,6 @@
 #include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -413,12 +412,9 @@ static void trial(const struct contender *c, const char *id, int rep, int pinned
         emit(id, c->name, rep, "p99_us", percentile(samples, (size_t)rounds, 0.99));
         _exit(0);
     }
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            die_errno("waitpid");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        die("%s %s trial failed (status 0x%x)", id, c->name, st);
+    char what[96];
+    snprintf(what, sizeof what, "%s %s trial", id, c->name);
+    reap_child(pid, what);
 }
 
 int main(int argc, char **argv) {

@@ -25,7 +25,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -248,12 +247,9 @@ static void trial_in_child(int who, int rep) {
         fflush(stdout);
         _exit(0);
     }
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            die_errno("waitpid");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        die("%s trial failed (status 0x%x)", names[who], st);
+    char what[64];
+    snprintf(what, sizeof what, "%s trial", names[who]);
+    reap_child(pid, what);
 }
 
 int main(int argc, char **argv) {

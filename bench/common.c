@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,6 +88,15 @@ void die(const char *fmt, ...) {
 }
 
 void die_errno(const char *what) { die("%s: %s", what, strerror(errno)); }
+
+void reap_child(pid_t pid, const char *what) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            die_errno("waitpid");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        die("%s failed (status 0x%x)", what, st);
+}
 
 void check_sock(const char *what, sock_status s) {
     if (s != SOCK_OK)

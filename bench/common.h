@@ -39,6 +39,9 @@ long rss_bytes(void);
 
 _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void die_errno(const char *what);
+/* Waits for child `pid` and aborts unless it exited with status 0;
+ * `what` names it in the message. */
+void reap_child(pid_t pid, const char *what);
 /* Aborts with the libsock status text unless s == SOCK_OK. */
 void check_sock(const char *what, sock_status s);
 

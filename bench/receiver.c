@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -199,15 +198,6 @@ void peer_go(struct peer *p) {
         die_errno("go");
 }
 
-static void reap(struct peer *p, const char *what) {
-    int st;
-    while (waitpid(p->pid, &st, 0) < 0)
-        if (errno != EINTR)
-            die_errno("waitpid");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        die("%s process failed (status 0x%x)", what, st);
-}
-
 void sink_finish(struct peer *p, uint64_t expected) {
     struct sink_report r;
     ssize_t n;
@@ -215,7 +205,7 @@ void sink_finish(struct peer *p, uint64_t expected) {
     }
     close(p->report_fd);
     close(p->go_fd);
-    reap(p, "receiver");
+    reap_child(p->pid, "receiver process");
     if (n != (ssize_t)sizeof r)
         die("receiver sent no report");
     if (r.corrupt)
@@ -268,4 +258,4 @@ void echo_start(struct peer *p, int msg) {
     p->go_fd = -1;
 }
 
-void echo_finish(struct peer *p) { reap(p, "echo server"); }
+void echo_finish(struct peer *p) { reap_child(p->pid, "echo server process"); }

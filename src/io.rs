@@ -170,13 +170,26 @@ pub fn send_fast(
 }
 
 /// What `send_fast_one` got to.
-pub enum FastOne {
+pub enum FastOne<T = Fast> {
     /// Every byte went.
     Sent,
     /// Nothing was done: the general `send_fast` must run.
     NotTried,
-    /// Anything else, as `send_fast` reports it.
-    Other(Fast),
+    /// Anything else, as `send_fast` reports it (or what the caller made
+    /// of that, see `map`).
+    Other(T),
+}
+
+impl<T> FastOne<T> {
+    /// Transforms the `Other` case, keeping the other two.
+    #[inline]
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> FastOne<U> {
+        match self {
+            FastOne::Sent => FastOne::Sent,
+            FastOne::NotTried => FastOne::NotTried,
+            FastOne::Other(t) => FastOne::Other(f(t)),
+        }
+    }
 }
 
 /// `sock_send`'s common case on one short code path: one segment, no

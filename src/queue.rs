@@ -200,10 +200,10 @@ impl FlushPacing {
     }
 }
 
-/// Where completions go while the queue lock is held.
 /// The queue lock, held.
 pub type QueueGuard<'a> = MutexGuard<'a, QueueState>;
 
+/// Where completions go while the queue lock is held.
 pub type Sink<'a> = &'a mut dyn FnMut(Callback, sock_status, usize);
 
 impl QueueState {
@@ -444,7 +444,7 @@ impl Drop for Turn<'_> {
 
 impl OpQueue {
     #[inline]
-    pub fn lock(&self) -> MutexGuard<'_, QueueState> {
+    pub fn lock(&self) -> QueueGuard<'_> {
         // A panic caught at the ABI boundary must not leave the socket
         // unusable: ignore poisoning.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -466,7 +466,7 @@ impl OpQueue {
     /// under the lock (non-blocking system calls only), then release it, or
     /// keep going with `keep_turn`.
     #[inline]
-    pub fn lock_if_idle(&self) -> Option<MutexGuard<'_, QueueState>> {
+    pub fn lock_if_idle(&self) -> Option<QueueGuard<'_>> {
         let st = self.lock();
         st.is_idle().then_some(st)
     }
@@ -474,7 +474,7 @@ impl OpQueue {
     /// Turns the lock of an idle queue into the turn, for a sender that must
     /// wait for room; the caller then holds the turn and must `adopt_turn`
     /// it (and so release it) before it returns.
-    pub fn keep_turn(&self, mut idle: MutexGuard<'_, QueueState>) {
+    pub fn keep_turn(&self, mut idle: QueueGuard<'_>) {
         idle.busy = true;
     }
 

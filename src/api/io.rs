@@ -80,13 +80,6 @@ fn send_checked(
 /// the table's lock, with its own reference to the socket.
 type Next = std::result::Result<(Result<()>, usize), (Arc<Socket>, usize, bool)>;
 
-/// Where `sock_send`'s short path (`send_fast_one`) left a send.
-enum Short {
-    Sent,
-    NotTried,
-    Next(Next),
-}
-
 /// Turns a fast path's result into `Next` (under the table's lock).
 #[inline(never)]
 fn go_on(sock: &Arc<Socket>, fast: Fast) -> Next {
@@ -151,24 +144,21 @@ pub extern "C" fn sock_send(
         if flags == SOCK_MSG_NONE && !buf.is_null() && len <= MAX_LEN {
             // The common case on its own short path (see `send_fast_one`).
             let one = single(buf, len);
-            let fast = handle::with(h, |sock| match io::send_fast_one(sock, &one) {
-                FastOne::Sent => Short::Sent,
-                FastOne::NotTried => Short::NotTried,
-                FastOne::Other(fast) => Short::Next(go_on(sock, fast)),
-            });
+            let fast =
+                handle::with(h, |sock| io::send_fast_one(sock, &one).map(|f| go_on(sock, f)));
             match fast {
-                Some(Short::Sent) => {
+                Some(FastOne::Sent) => {
                     // SAFETY: `sent` is NULL or points to a size_t (C's promise).
                     unsafe { write_opt(sent, len) };
                     trace::op(h, "send", len, SOCK_OK);
                     return SOCK_OK;
                 }
-                Some(Short::Next(next)) => {
+                Some(FastOne::Other(next)) => {
                     let outcome = finish_send(next, &one, len, io::SEND_FLAGS_NONE);
                     return finish(h, "send", outcome, sent);
                 }
                 // The general path decides (and reports a bad handle).
-                Some(Short::NotTried) | None => {}
+                Some(FastOne::NotTried) | None => {}
             }
         }
         let outcome = if buf.is_null() {
