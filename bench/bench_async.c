@@ -16,6 +16,11 @@
  *   libsock-manual  the same on a manual engine (sock_engine_new(0)) that
  *                   the loop drives with sock_engine_poll: timeout 0 after
  *                   a turn that made progress, -1 when all windows are full.
+ *   libsock-cb      the default engine with libuv's pattern: the main
+ *                   thread starts each connection, then the completion
+ *                   callback (engine thread) refills the window, looping
+ *                   while sends complete inline; the main thread only
+ *                   waits for the end.
  *   epoll           non-blocking fds, edge-triggered EPOLLOUT registered
  *                   once: send(2) each message until EAGAIN, then wait.
  *   libuv           uv_write per message, window refilled from the write
@@ -184,6 +189,111 @@ static struct outcome run_libsock(const struct acase *c, int manual) {
     out.secs = (double)(now_ns() - t0) / 1e9;
     if (manual)
         check_sock("sock_engine_free", sock_engine_free(e));
+    free(conns);
+    return out;
+}
+
+/* ---- libsock, window refilled from the callback ------------------------ */
+
+/* Owned by the main thread until one of its sends goes pending; from then
+ * on by that send's callbacks alone, which all run on the socket's engine
+ * thread, one at a time. The library orders a submission before its
+ * callback, so the callback sees what the main thread wrote before it. */
+struct cbconn {
+    sock_handle h;
+    uint64_t next, done;
+    int inflight;
+};
+
+static struct {
+    size_t size;
+    uint64_t m;
+    _Atomic uint64_t pending;
+    _Atomic int left; /* connections not finished */
+    struct notifier note;
+} CB;
+
+static void cb_done(sock_handle h, sock_status s, size_t n, void *ud);
+
+static void cb_finished(void) {
+    if (atomic_fetch_sub(&CB.left, 1) == 1)
+        notifier_signal(&CB.note);
+}
+
+/* Sends the next message; 1 if it went pending (its callback now owns the
+ * connection: the caller must not touch it unless it is that callback). */
+static int cb_send_next(struct cbconn *cc) {
+    const unsigned char *msg = pattern_at(cc->next * CB.size);
+    cc->next++;
+    cc->inflight++; /* before the call: the callback may run before it returns */
+    sock_status s = sock_send_async(cc->h, msg, CB.size, SOCK_MSG_NONE, cb_done, cc, NULL);
+    if (s == SOCK_IO_PENDING) {
+        atomic_fetch_add(&CB.pending, 1);
+        return 1;
+    }
+    if (s != SOCK_OK)
+        die("sock_send_async: %s", sock_strerror(s));
+    cc->inflight--;
+    cc->done++;
+    return 0;
+}
+
+static void cb_done(sock_handle h, sock_status s, size_t n, void *ud) {
+    struct cbconn *cc = ud;
+    (void)h;
+    if (s != SOCK_OK || n != CB.size)
+        atomic_store(&g_fail, s != SOCK_OK ? s : -2);
+    cc->inflight--;
+    cc->done++;
+    /* Turns of up to WINDOW messages within the window, as uv_fill; a turn
+     * that completed wholly inline has no callback to follow it, so the
+     * loop goes on (the contract's loop on SOCK_OK). */
+    do
+        for (int b = 0; b < WINDOW && cc->next < CB.m && cc->inflight < WINDOW; b++)
+            cb_send_next(cc);
+    while (cc->inflight == 0 && cc->next < CB.m);
+    if (cc->done == CB.m)
+        cb_finished();
+}
+
+static struct outcome run_libsock_cb(const struct acase *c) {
+    struct peer p;
+    struct sink_cfg cfg = sink_for(c);
+    struct cbconn *conns = calloc((size_t)c->conns, sizeof *conns);
+    struct outcome out = {0, 0};
+    if (conns == NULL)
+        die("out of memory");
+    CB.size = c->size;
+    CB.m = c->msgs_per_conn;
+    atomic_store(&CB.pending, 0);
+    atomic_store(&CB.left, c->conns);
+    atomic_store(&g_fail, 0);
+    sink_start(&p, &cfg);
+    for (int i = 0; i < c->conns; i++)
+        conns[i].h = ls_connect(p.port, sndbuf_for(c), 0);
+    uint64_t t0 = now_ns();
+    /* Send on each connection until a send goes pending and its callback
+     * takes over; a connection whose every send completed inline is done. */
+    for (int i = 0; i < c->conns; i++) {
+        int handed_over = 0;
+        while (!handed_over && conns[i].next < CB.m)
+            handed_over = cb_send_next(&conns[i]);
+        if (!handed_over)
+            cb_finished();
+    }
+    for (;;) {
+        uint32_t seen = notifier_snapshot(&CB.note);
+        if (atomic_load(&CB.left) == 0)
+            break;
+        notifier_wait(&CB.note, seen);
+    }
+    if (atomic_load(&g_fail) != 0)
+        die("a send callback reported %d", atomic_load(&g_fail));
+    for (int i = 0; i < c->conns; i++)
+        check_sock("sock_close", sock_close(conns[i].h));
+    sink_finish(&p, c->msgs_per_conn * c->size * (uint64_t)c->conns);
+    out.secs = (double)(now_ns() - t0) / 1e9;
+    out.pending = atomic_load(&CB.pending);
     free(conns);
     return out;
 }
@@ -402,9 +512,9 @@ static struct outcome run_libuv(const struct acase *c, int try_first) {
 
 /* ---- driver ------------------------------------------------------------ */
 
-enum { C_LIBSOCK, C_MANUAL, C_EPOLL, C_UV, C_UVTRY, N_CONTENDERS };
-static const char *const names[N_CONTENDERS] = {"libsock", "libsock-manual", "epoll", "libuv",
-                                                 "libuv-try"};
+enum { C_LIBSOCK, C_MANUAL, C_CB, C_EPOLL, C_UV, C_UVTRY, N_CONTENDERS };
+static const char *const names[N_CONTENDERS] = {"libsock", "libsock-manual", "libsock-cb",
+                                                 "epoll",   "libuv",          "libuv-try"};
 
 static struct outcome run_one(int who, const struct acase *c) {
     switch (who) {
@@ -412,6 +522,8 @@ static struct outcome run_one(int who, const struct acase *c) {
         return run_libsock(c, 0);
     case C_MANUAL:
         return run_libsock(c, 1);
+    case C_CB:
+        return run_libsock_cb(c);
     case C_EPOLL:
         return run_epoll(c);
 #if HAVE_UV

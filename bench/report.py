@@ -19,7 +19,7 @@ import sys
 
 SIZES = ["64B", "1KiB", "16KiB", "256KiB", "1MiB"]
 ASYNC = [f"async-{s}-{c}conn-{r}" for r in ("fast", "lag") for s in ("64B", "16KiB") for c in (1, 64)]
-ASYNC_WHO = ["libsock", "libsock-manual", "epoll", "libuv", "libuv-try"]
+ASYNC_WHO = ["libsock", "libsock-manual", "libsock-cb", "epoll", "libuv", "libuv-try"]
 
 
 def load(path):
@@ -178,6 +178,9 @@ def main():
     for c in ASYNC:
         if "64conn" in c:
             info_rows.append((f"{c}: manual ÷ default engine", c, "libsock-manual", "libsock", "msgs_per_s", False, None))
+    for c in ASYNC:
+        label = c.replace("async-", "async ").replace("conn-", " conn ")
+        info_rows.append((f"{label}: libsock-cb vs libuv", c, "libsock-cb", "libuv", "msgs_per_s", False, None))
     for v in ("", "-1cpu"):
         tag = " 1cpu" if v else ""
         info_rows += [
