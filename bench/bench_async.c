@@ -92,6 +92,13 @@ static struct sink_cfg sink_for(const struct acase *c) {
 
 static int sndbuf_for(const struct acase *c) { return c->lag ? lag_buf(LAG_SNDBUF, c->size) : 0; }
 
+/* Waits until the receiver has counted and checked every byte of the
+ * case; returns the seconds since `t0`. */
+static double end_run(struct peer *p, const struct acase *c, uint64_t t0) {
+    sink_finish(p, c->msgs_per_conn * c->size * (uint64_t)c->conns);
+    return (double)(now_ns() - t0) / 1e9;
+}
+
 /* ---- libsock ---------------------------------------------------------- */
 
 struct lconn {
@@ -105,13 +112,24 @@ static _Atomic long g_inflight;
 static _Atomic int g_fail;
 static size_t g_size;
 
+/* A completion's status and count, checked (the main thread dies on a
+ * failure with ls_check_failures). */
+static void ls_record(sock_status s, size_t n) {
+    if (s != SOCK_OK || n != g_size)
+        atomic_store(&g_fail, s != SOCK_OK ? s : -2);
+}
+
+static void ls_check_failures(void) {
+    if (atomic_load(&g_fail) != 0)
+        die("a send callback reported %d", atomic_load(&g_fail));
+}
+
 /* Wakes the main thread only when it has something to do: a window fell
  * to half (room for a turn) or nothing is in flight any more. */
 static void ls_done(sock_handle h, sock_status s, size_t n, void *ud) {
     struct lconn *c = ud;
     (void)h;
-    if (s != SOCK_OK || n != g_size)
-        atomic_store(&g_fail, s != SOCK_OK ? s : -2);
+    ls_record(s, n);
     int left = atomic_fetch_sub(&c->inflight, 1) - 1;
     long all = atomic_fetch_sub(&g_inflight, 1) - 1;
     if (left == WINDOW / 2 || all <= 0)
@@ -181,12 +199,10 @@ static struct outcome run_libsock(const struct acase *c, int manual) {
         else
             notifier_wait(&g_note, seen);
     }
-    if (atomic_load(&g_fail) != 0)
-        die("a send callback reported %d", atomic_load(&g_fail));
+    ls_check_failures();
     for (int i = 0; i < c->conns; i++)
         check_sock("sock_close", sock_close(conns[i].h));
-    sink_finish(&p, m * c->size * (uint64_t)c->conns);
-    out.secs = (double)(now_ns() - t0) / 1e9;
+    out.secs = end_run(&p, c, t0);
     if (manual)
         check_sock("sock_engine_free", sock_engine_free(e));
     free(conns);
@@ -201,12 +217,11 @@ static struct outcome run_libsock(const struct acase *c, int manual) {
  * callback, so the callback sees what the main thread wrote before it. */
 struct cbconn {
     sock_handle h;
-    uint64_t next, done;
+    uint64_t next; /* messages sent or in flight */
     int inflight;
 };
 
 static struct {
-    size_t size;
     uint64_t m;
     _Atomic uint64_t pending;
     _Atomic int left; /* connections not finished */
@@ -223,10 +238,10 @@ static void cb_finished(void) {
 /* Sends the next message; 1 if it went pending (its callback now owns the
  * connection: the caller must not touch it unless it is that callback). */
 static int cb_send_next(struct cbconn *cc) {
-    const unsigned char *msg = pattern_at(cc->next * CB.size);
+    const unsigned char *msg = pattern_at(cc->next * g_size);
     cc->next++;
     cc->inflight++; /* before the call: the callback may run before it returns */
-    sock_status s = sock_send_async(cc->h, msg, CB.size, SOCK_MSG_NONE, cb_done, cc, NULL);
+    sock_status s = sock_send_async(cc->h, msg, g_size, SOCK_MSG_NONE, cb_done, cc, NULL);
     if (s == SOCK_IO_PENDING) {
         atomic_fetch_add(&CB.pending, 1);
         return 1;
@@ -234,17 +249,14 @@ static int cb_send_next(struct cbconn *cc) {
     if (s != SOCK_OK)
         die("sock_send_async: %s", sock_strerror(s));
     cc->inflight--;
-    cc->done++;
     return 0;
 }
 
 static void cb_done(sock_handle h, sock_status s, size_t n, void *ud) {
     struct cbconn *cc = ud;
     (void)h;
-    if (s != SOCK_OK || n != CB.size)
-        atomic_store(&g_fail, s != SOCK_OK ? s : -2);
+    ls_record(s, n);
     cc->inflight--;
-    cc->done++;
     /* Turns of up to WINDOW messages within the window, as uv_fill; a turn
      * that completed wholly inline has no callback to follow it, so the
      * loop goes on (the contract's loop on SOCK_OK). */
@@ -252,7 +264,7 @@ static void cb_done(sock_handle h, sock_status s, size_t n, void *ud) {
         for (int b = 0; b < WINDOW && cc->next < CB.m && cc->inflight < WINDOW; b++)
             cb_send_next(cc);
     while (cc->inflight == 0 && cc->next < CB.m);
-    if (cc->done == CB.m)
+    if (cc->next == CB.m && cc->inflight == 0)
         cb_finished();
 }
 
@@ -263,7 +275,7 @@ static struct outcome run_libsock_cb(const struct acase *c) {
     struct outcome out = {0, 0};
     if (conns == NULL)
         die("out of memory");
-    CB.size = c->size;
+    g_size = c->size;
     CB.m = c->msgs_per_conn;
     atomic_store(&CB.pending, 0);
     atomic_store(&CB.left, c->conns);
@@ -287,12 +299,10 @@ static struct outcome run_libsock_cb(const struct acase *c) {
             break;
         notifier_wait(&CB.note, seen);
     }
-    if (atomic_load(&g_fail) != 0)
-        die("a send callback reported %d", atomic_load(&g_fail));
+    ls_check_failures();
     for (int i = 0; i < c->conns; i++)
         check_sock("sock_close", sock_close(conns[i].h));
-    sink_finish(&p, c->msgs_per_conn * c->size * (uint64_t)c->conns);
-    out.secs = (double)(now_ns() - t0) / 1e9;
+    out.secs = end_run(&p, c, t0);
     out.pending = atomic_load(&CB.pending);
     free(conns);
     return out;
@@ -371,8 +381,7 @@ static struct outcome run_epoll(const struct acase *c) {
     }
     for (int i = 0; i < c->conns; i++)
         close(conns[i].fd);
-    sink_finish(&p, m * c->size * (uint64_t)c->conns);
-    out.secs = (double)(now_ns() - t0) / 1e9;
+    out.secs = end_run(&p, c, t0);
     close(ep);
     free(conns);
     return out;
@@ -500,8 +509,7 @@ static struct outcome run_libuv(const struct acase *c, int try_first) {
     else
         uv_close((uv_handle_t *)&U.idle, NULL);
     check_uv("uv_run", uv_run(&U.loop, UV_RUN_DEFAULT));
-    sink_finish(&p, U.m * c->size * (uint64_t)c->conns);
-    out.secs = (double)(now_ns() - t0) / 1e9;
+    out.secs = end_run(&p, c, t0);
     out.pending = U.pending;
     check_uv("uv_loop_close", uv_loop_close(&U.loop));
     free(U.conns);

@@ -22,6 +22,11 @@ ASYNC = [f"async-{s}-{c}conn-{r}" for r in ("fast", "lag") for s in ("64B", "16K
 ASYNC_WHO = ["libsock", "libsock-manual", "libsock-cb", "epoll", "libuv", "libuv-try"]
 
 
+def async_label(case):
+    """'async-16KiB-1conn-lag' -> 'async 16KiB-1 conn lag' (the report's row label)."""
+    return case.replace("async-", "async ").replace("conn-", " conn ")
+
+
 def load(path):
     data = collections.defaultdict(dict)  # (case, who, metric) -> {rep: value}
     with open(path) as f:
@@ -167,7 +172,7 @@ def main():
     for s in SIZES:
         ratio_rows.append((f"blocking {s}", f"blocking-{s}", "libsock", "send", "msgs_per_s", False, 0.97))
     for c in ASYNC:
-        label = c.replace("async-", "async ").replace("conn-", " conn ")
+        label = async_label(c)
         t = 1.5 if c == "async-64B-64conn-lag" else 1.0
         ratio_rows.append((f"{label} vs libuv", c, "libsock", "libuv", "msgs_per_s", False, t))
         ratio_rows.append((f"{label} vs epoll", c, "libsock", "epoll", "msgs_per_s", False, 0.9))
@@ -179,8 +184,7 @@ def main():
         if "64conn" in c:
             info_rows.append((f"{c}: manual ÷ default engine", c, "libsock-manual", "libsock", "msgs_per_s", False, None))
     for c in ASYNC:
-        label = c.replace("async-", "async ").replace("conn-", " conn ")
-        info_rows.append((f"{label}: libsock-cb vs libuv", c, "libsock-cb", "libuv", "msgs_per_s", False, None))
+        info_rows.append((f"{async_label(c)}: libsock-cb vs libuv", c, "libsock-cb", "libuv", "msgs_per_s", False, None))
     for v in ("", "-1cpu"):
         tag = " 1cpu" if v else ""
         info_rows += [
