@@ -4,12 +4,14 @@
 
 Input lines:  R <case> <contender> <rep> <metric> <value>
 Medians are over repetitions; a ratio is the median of the per-repetition
-ratios of two contenders that ran interleaved (A B, B A, ...), with the
-smallest and largest of those per-repetition ratios as its range.
+ratios of two contenders that ran interleaved (A B, B A, ...), with a
+distribution-free confidence interval of that median (order statistics of
+the per-repetition ratios, see median_ci).
 """
 import argparse
 import collections
 import glob
+import math
 import os
 import re
 import shutil
@@ -25,6 +27,31 @@ ASYNC_WHO = ["libsock", "libsock-manual", "libsock-cb", "epoll", "libuv", "libuv
 def async_label(case):
     """'async-16KiB-1conn-lag' -> 'async 16KiB-1 conn lag' (the report's row label)."""
     return case.replace("async-", "async ").replace("conn-", " conn ")
+
+
+CI_LEVEL = 0.90
+
+
+def median_ci(values, level=CI_LEVEL):
+    """(lo, hi, coverage): order statistics of `values` that hold their
+    population's median with probability `coverage` >= `level`, whatever the
+    distribution (each value falls below the median with probability 1/2, so
+    the count below is Binomial(n, 1/2)). With 9 values: the 2nd smallest
+    and the 2nd largest, 96 %. Too few values for `level`: the smallest and
+    largest, with their (lower) coverage."""
+    v = sorted(values)
+    n = len(v)
+    tail, k = 0.0, 0  # k: values cut from each end
+    for j in range(n):
+        p = tail + math.comb(n, j) / 2**n
+        if p > (1 - level) / 2:
+            break
+        tail, k = p, j + 1
+    if k == 0:
+        return v[0], v[-1], 1 - 2 / 2**n
+    # The CI is [v[k-1], v[n-k]] (0-based): P(median outside) = 2 * P(Bin <= k-1).
+    below = sum(math.comb(n, j) for j in range(k)) / 2**n
+    return v[k - 1], v[n - k], 1 - 2 * below
 
 
 def load(path):
@@ -49,7 +76,8 @@ class Results:
         return statistics.median(v) if v else None
 
     def paired(self, case, a, b, metric, invert=False):
-        """Median, min, max and count of per-repetition a/b (b/a if invert)."""
+        """Median, confidence interval (lo, hi, coverage) and count of the
+        per-repetition a/b (b/a if invert)."""
         x = self.d.get((case, a, metric), {})
         y = self.d.get((case, b, metric), {})
         r = []
@@ -59,7 +87,8 @@ class Results:
                 r.append(num / den)
         if not r:
             return None
-        return statistics.median(r), min(r), max(r), len(r)
+        lo, hi, cover = median_ci(r)
+        return statistics.median(r), lo, hi, cover, len(r)
 
     def has(self, case):
         return any(k[0] == case for k in self.d)
@@ -201,8 +230,8 @@ def main():
     if a.failed.strip():
         w(f"**FAILED programs: {a.failed.strip()}** — their numbers are missing or partial.\n")
     w(f"{reps} repetition(s) per contender, interleaved (A B, B A, ...). Figures are medians over the "
-      "repetitions; a ratio is the median of the per-repetition ratios of two contenders "
-      "(range: smallest – largest). Every receiver counted the bytes and checked their content. "
+      "repetitions; a ratio is the median of the per-repetition ratios of two contenders, with a "
+      "confidence interval (CI) of that median. Every receiver counted the bytes and checked their content. "
       "2 cores are shared by sender, receiver and (libsock default engine) the engine thread; "
       "other processes on the machine are listed above.\n")
 
@@ -210,25 +239,24 @@ def main():
     w("## Ratios and targets\n")
     w("libsock ÷ baseline (higher is better for libsock; latency rows are baseline ÷ libsock of the p50, "
       "so also higher is better). `ratio`: median of the per-repetition ratios, the figure the status "
-      "uses; `ratio of medians`: the two contenders' medians divided, for comparison (they differ when "
+      "uses; `CI`: the interval that holds the true median ratio with the confidence given in the header "
+      "(distribution-free: the order statistics of the per-repetition ratios), so a status marked "
+      "*CI includes target* could go either way in another run; `ratio of medians`: the two contenders' medians divided, for comparison (they differ when "
       "runs are bimodal).\n")
-    rows, chart = [], []
+    rows, chart, covers = [], [], set()
     for label, case, x, y, metric, inv, target in ratio_rows + info_rows:
         p = R.paired(case, x, y, metric, inv)
         if p is None:
             continue
-        med, lo, hi, n = p
-        if target is None:
-            status = "info"
-        else:
-            status = "**met**" if med >= target else "**missed**"
-            if lo < target <= hi or lo <= target < hi:
-                status += " (range straddles target)"
+        med, lo, hi, cover, n = p
+        covers.add(f"{cover:.0%} with {n} repetition(s)"
+                   + (" (too few for a CI: smallest to largest ratio)" if cover < CI_LEVEL else ""))
+        status = "info" if target is None else target_status(med, lo, hi, cover, target)
         mx, my = R.med(case, x, metric), R.med(case, y, metric)
         rom = (my / mx if inv else mx / my) if mx and my else None
         rows.append([label, metric, f"{med:.3f}", f"{lo:.2f} – {hi:.2f}", fmt(rom, 3),
                      "—" if target is None else f"≥ {target}", status])
-        chart.append((label, med, target))
+        chart.append((label, med, lo, hi, target))
     extra = []
     if "send" in cg and "sock_send" in cg:
         d = cg["sock_send"][0] - cg["send"][0]
@@ -243,7 +271,14 @@ def main():
         lib = mem_l - mem_r
         extra.append([f"{pend}: library memory per connection", "bytes", f"{lib:.0f}", "—", "",  "≤ 1024",
                       "**met**" if lib <= 1024 else "**missed**"])
-    w(table(["case", "metric", "ratio", "range", "ratio of medians", "target", "status"], rows + extra))
+    w(table(["case", "metric", "ratio", "CI", "ratio of medians", "target", "status"], rows + extra))
+    if covers:
+        w(f"\nCI confidence: {', '.join(sorted(covers))}.")
+    verdicts = [r[6] for r in rows if r[6] != "info"]
+    w(f"\nRatio targets: {sum(v.startswith('**met**') for v in verdicts)} met "
+      f"({sum(v == '**met**' for v in verdicts)} with the whole CI above), "
+      f"{sum(v.startswith('**missed**') for v in verdicts)} missed "
+      f"({sum(v == '**missed** (CI below target)' for v in verdicts)} with the whole CI below).")
 
     # Blocking.
     w("\n## Blocking throughput (1 connection, sock_send vs send(2))\n")
@@ -337,6 +372,15 @@ def main():
     return 0
 
 
+def target_status(med, lo, hi, cover, target):
+    """Met or missed by the median; whether the CI agrees."""
+    if cover < CI_LEVEL:
+        return ("**met**" if med >= target else "**missed**") + " (too few repetitions for a CI)"
+    if med >= target:
+        return "**met**" if lo >= target else "**met** (CI includes target)"
+    return "**missed** (CI below target)" if hi < target else "**missed** (CI includes target)"
+
+
 def short(label):
     """A label short enough for the chart's axis."""
     for a, b in ((" (send ÷ libsock)", " send÷ls"), (" (epoll ÷ libsock)", " epoll÷ls"),
@@ -346,7 +390,7 @@ def short(label):
                  ("async ", ""), (" conn ", "c "), ("-1 conn", "-1c"), ("-64 conn", "-64c"), ("blocking", "blk"),
                  ("pending-10000conn", "10k pending"), ("pending-1000conn", "1k pending"),
                  ("async-", ""), ("conn-", "c-"), (": manual ÷ default engine", " man÷def"),
-                 ("latency ", "lat "), ("blocking", "blk")):
+                 ("latency ", "lat "), ("blocking", "blk"), (": libsock-cb vs libuv", " cb÷uv")):
         label = label.replace(a, b)
     return label
 
@@ -357,14 +401,14 @@ def make_chart(rows, path):
         return
     base = os.path.splitext(path)[0]
     with open(base + ".dat", "w") as f:
-        for i, (label, med, target) in enumerate(rows):
+        for i, (label, med, lo, hi, target) in enumerate(rows):
             color = "0x888888" if target is None else ("0x2e8b57" if med >= target else "0xcc3333")
             t = "NaN" if target is None else f"{target}"
-            f.write(f'{i} "{short(label)}" {med:.4f} {t} {color}\n')
+            f.write(f'{i} "{short(label)}" {med:.4f} {t} {color} {lo:.4f} {hi:.4f}\n')
     script = f"""
 set terminal pngcairo size 1500,800 font ",10"
 set output "{path}"
-set title "libsock ÷ baseline (median of interleaved pairs); green met, red missed, grey no target; ◆ target"
+set title "libsock ÷ baseline (median of interleaved pairs, bar: its CI); green met, red missed, grey no target; ◆ target"
 set style fill solid 0.85 border -1
 set boxwidth 0.7
 set xtics rotate by -50 scale 0 font ",9"
@@ -376,6 +420,7 @@ set bmargin 9
 set rmargin 10
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "black"
 plot "{base}.dat" using 1:3:5:xtic(2) with boxes lc rgb variable, \\
+     "" using 1:3:6:7 with yerrorbars pt -1 lc rgb "black", \\
      "" using 1:4 with points pt 13 ps 1.6 lc rgb "black"
 """
     r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
