@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 use crate::engine::{default_engine, Loop};
 use crate::handle::sock_handle;
 use crate::io::{self, IOV_MAX};
-use crate::queue::{Callback, Completion, QueueState, RecvOp, Seg, SendOp};
-use crate::socket::{Kind, Socket};
+use crate::queue::{
+    Callback, Completion, CompletionFn, QueueGuard, QueueState, RecvOp, Seg, SendOp, UserData,
+};
+use crate::socket::{Kind, Socket, State};
 use crate::status::{
     report, sock_status, Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_MESSAGE_SIZE,
     SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_OPERATION_NOT_SUPPORTED, SOCK_TIMED_OUT,
 };
+use crate::trace;
 
 /// The loop this socket's operations complete on, binding it to the
 /// default engine on first use.
@@ -92,52 +95,120 @@ fn finished_inline(
     }
 }
 
+/// An async send as submitted: its segments, their total length, the OS
+/// flags and the completion callback.
+pub struct SendRequest<'a> {
+    pub iov: &'a [libc::iovec],
+    pub total: usize,
+    pub os_flags: libc::c_int,
+    pub callback: Callback,
+}
+
 /// `sock_send_async` / `sock_sendv_async`: tries the send inline when the
 /// socket's queue is idle, and queues the rest. Returns the status and the
 /// bytes sent inside the call.
-pub fn send_async(
-    sock: &Socket,
-    h: sock_handle,
-    iov: &[libc::iovec],
-    total: usize,
-    os_flags: libc::c_int,
-    callback: Callback,
-) -> (sock_status, usize) {
-    if let Err(e) = io::check_can_send(sock, iov.len(), false) {
+pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_status, usize) {
+    if let Err(e) = io::check_can_send(sock, req.iov.len(), false) {
         return (report(e), 0);
     }
-    let mut q = sock.queue.lock();
+    let q = sock.queue.lock();
     if let Some(e) = engine_unusable(&q) {
         return (report(e), 0);
     }
+    // The fast path: one system call, and usually that is all.
+    let first = q
+        .is_idle()
+        .then(|| io::send_once(sock, io::first_window(req.iov), None, req.os_flags));
+    after_first_try(q, sock, h, req, first)
+}
+
+/// `sock_send_async`'s common case on one short code path: one buffer, no
+/// flags, a connected stream with an idle queue, inline completion on.
+/// `None` when that does not hold (nothing was done: `send_async` decides);
+/// otherwise the call's outcome, as `send_async` reports it.
+#[inline]
+pub fn send_async_one(
+    sock: &Socket,
+    h: sock_handle,
+    one: &[libc::iovec; 1],
+    func: CompletionFn,
+    user_data: UserData,
+) -> Option<(sock_status, usize)> {
+    let len = one[0].iov_len;
+    if sock.kind != Kind::Stream
+        || sock.state() != State::Connected
+        || len == 0
+        || !sock.options.inline_completion()
+    {
+        return None;
+    }
+    let q = sock.queue.lock();
+    if !q.is_idle() || engine_unusable(&q).is_some() {
+        return None;
+    }
+    match io::send_once(sock, one, None, io::SEND_FLAGS_NONE) {
+        Ok(n) if n == len => Some((SOCK_OK, n)),
+        first => {
+            let req = SendRequest {
+                iov: one,
+                total: len,
+                os_flags: io::SEND_FLAGS_NONE,
+                callback: Callback {
+                    func,
+                    user_data,
+                    op: "send_async",
+                    submitted: trace::now_if_enabled(),
+                },
+            };
+            Some(after_first_try(q, sock, h, req, Some(first)))
+        }
+    }
+}
+
+/// The rest of an async send after its first `send` (`None`: the queue was
+/// busy, nothing was tried): report an inline finish, or send what else
+/// fits now and queue the remainder. Out of line, to keep the fast paths
+/// short.
+#[inline(never)]
+fn after_first_try(
+    mut q: QueueGuard<'_>,
+    sock: &Socket,
+    h: sock_handle,
+    req: SendRequest<'_>,
+    mut first: Option<Result<usize>>,
+) -> (sock_status, usize) {
+    let SendRequest {
+        iov,
+        total,
+        os_flags,
+        callback,
+    } = req;
+    while let Some(Err(e)) = &first {
+        if e.errno != libc::EINTR {
+            break;
+        }
+        first = Some(io::send_once(sock, io::first_window(iov), None, os_flags));
+    }
     let mut sent = 0;
-    if q.is_idle() {
-        // The fast path: one system call, and usually that is all.
-        let first = loop {
-            match io::send_once(sock, io::first_window(iov), None, os_flags) {
-                Err(e) if e.errno == libc::EINTR => {}
-                result => break result,
+    match first {
+        None => {}
+        // A datagram goes whole or not at all.
+        Some(Ok(n)) if n == total || sock.kind == Kind::Dgram => {
+            return (finished_inline(&mut q, sock, h, callback, SOCK_OK, n), n);
+        }
+        Some(Ok(n)) => {
+            // Part went: send what else fits now, without waiting.
+            let (result, n) = io::send_all(sock, iov, total, n, os_flags, None);
+            if let Err(e) = result {
+                return (report(e), n);
             }
-        };
-        match first {
-            // A datagram goes whole or not at all.
-            Ok(n) if n == total || sock.kind == Kind::Dgram => {
+            if n == total {
                 return (finished_inline(&mut q, sock, h, callback, SOCK_OK, n), n);
             }
-            Ok(n) => {
-                // Part went: send what else fits now, without waiting.
-                let (result, n) = io::send_all(sock, iov, total, n, os_flags, None);
-                if let Err(e) = result {
-                    return (report(e), n);
-                }
-                if n == total {
-                    return (finished_inline(&mut q, sock, h, callback, SOCK_OK, n), n);
-                }
-                sent = n;
-            }
-            Err(e) if e.errno == libc::EAGAIN => {}
-            Err(e) => return (report(sock.fail(e)), 0),
+            sent = n;
         }
+        Some(Err(e)) if e.errno == libc::EAGAIN => {}
+        Some(Err(e)) => return (report(sock.fail(e)), 0),
     }
     let lp = match registered_loop(&mut q, sock, h) {
         Ok(lp) => lp,

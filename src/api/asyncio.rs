@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use crate::asyncio;
 use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
 use crate::handle::sock_handle;
-use crate::io::{self, sock_buf};
+use crate::io::{self, sock_buf, SOCK_MSG_NONE};
 use crate::panic::ffi_boundary;
 use crate::queue::{Callback, UserData};
 use crate::status::{report, sock_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_OK};
@@ -71,7 +71,13 @@ fn submit_send(
                 op,
                 submitted: trace::now_if_enabled(),
             };
-            asyncio::send_async(sock, h, iov, total, os_flags, callback)
+            let req = asyncio::SendRequest {
+                iov,
+                total,
+                os_flags,
+                callback,
+            };
+            asyncio::send_async(sock, h, req)
         })
         .unwrap_or((crate::status::SOCK_NOT_SOCKET, 0)),
     };
@@ -146,6 +152,19 @@ pub extern "C" fn sock_send_async(
             return SOCK_INVALID_ARGUMENT;
         }
         let iov = [libc::iovec { iov_base: buf.cast_mut(), iov_len: len }];
+        if let (Some(func), SOCK_MSG_NONE) = (on_done, flags) {
+            // The common case on its own short path (see `send_async_one`);
+            // it runs under the handle table's read lock, as `submit_send`.
+            let fast = crate::handle::with(h, |sock| {
+                asyncio::send_async_one(sock, h, &iov, func, UserData(user_data))
+            });
+            if let Some(Some((status, sent))) = fast {
+                // SAFETY: `sent_now` is NULL or points to a size_t (C's promise).
+                unsafe { write_opt(sent_now, sent) };
+                trace::op(h, "send_async", sent, status);
+                return status;
+            }
+        }
         submit_send("send_async", h, &iov, len, flags, on_done, user_data, sent_now)
     }
 }
