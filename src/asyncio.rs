@@ -16,7 +16,7 @@ use crate::io::{self, IOV_MAX};
 use crate::queue::{
     Callback, Completion, CompletionFn, QueueGuard, QueueState, RecvOp, Seg, SendOp, UserData,
 };
-use crate::socket::{Kind, Socket, State};
+use crate::socket::{Kind, Socket};
 use crate::status::{
     report, sock_status, Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_MESSAGE_SIZE,
     SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_OPERATION_NOT_SUPPORTED, SOCK_TIMED_OUT,
@@ -134,19 +134,12 @@ pub fn send_async_one(
     func: CompletionFn,
     user_data: UserData,
 ) -> Option<(sock_status, usize)> {
+    if !sock.options.inline_completion() {
+        return None;
+    }
     let len = one[0].iov_len;
-    if sock.kind != Kind::Stream
-        || sock.state() != State::Connected
-        || len == 0
-        || !sock.options.inline_completion()
-    {
-        return None;
-    }
-    let q = sock.queue.lock();
-    if !q.is_idle() || engine_unusable(&q).is_some() {
-        return None;
-    }
-    match io::send_once(sock, one, None, io::SEND_FLAGS_NONE) {
+    let (q, first) = io::first_send_one(sock, one, |q| engine_unusable(q).is_none())?;
+    match first {
         Ok(n) if n == len => Some((SOCK_OK, n)),
         first => {
             let req = SendRequest {

@@ -10,7 +10,7 @@ use std::ffi::c_void;
 
 use socket2::SockAddr;
 
-use crate::queue::QueueGuard;
+use crate::queue::{QueueGuard, QueueState};
 use crate::socket::{Kind, Socket, State};
 use crate::status::{
     Error, Result, SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
@@ -192,20 +192,36 @@ impl<T> FastOne<T> {
     }
 }
 
+/// The start both short paths share (`send_fast_one` and
+/// `asyncio::send_async_one`): on a connected stream whose queue is idle
+/// and passes `may_send`, the queue lock and one `send` of the non-empty
+/// segment. `None` when that does not hold: nothing was done.
+#[inline]
+pub fn first_send_one<'a>(
+    sock: &'a Socket,
+    one: &[libc::iovec; 1],
+    may_send: impl FnOnce(&QueueState) -> bool,
+) -> Option<(QueueGuard<'a>, Result<usize>)> {
+    if sock.kind != Kind::Stream || sock.state() != State::Connected || one[0].iov_len == 0 {
+        return None;
+    }
+    let idle = sock.queue.lock_if_idle()?;
+    if !may_send(&idle) {
+        return None;
+    }
+    let result = send_once(sock, one, None, SEND_FLAGS_NONE);
+    Some((idle, result))
+}
+
 /// `sock_send`'s common case on one short code path: one segment, no
 /// flags, a connected stream nobody else is writing to.
 #[inline]
 pub fn send_fast_one(sock: &Socket, one: &[libc::iovec; 1]) -> FastOne {
     let len = one[0].iov_len;
-    if sock.kind != Kind::Stream || sock.state() != State::Connected || len == 0 {
-        return FastOne::NotTried;
-    }
-    let Some(idle) = sock.queue.lock_if_idle() else {
-        return FastOne::NotTried;
-    };
-    match send_once(sock, one, None, SEND_FLAGS_NONE) {
-        Ok(n) if n == len => FastOne::Sent,
-        result => FastOne::Other(after_first_send(sock, idle, result, len)),
+    match first_send_one(sock, one, |_| true) {
+        None => FastOne::NotTried,
+        Some((_, Ok(n))) if n == len => FastOne::Sent,
+        Some((idle, result)) => FastOne::Other(after_first_send(sock, idle, result, len)),
     }
 }
 
