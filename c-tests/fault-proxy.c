@@ -270,7 +270,7 @@ static void wait_until(fault_proxy *p, uint64_t deadline, const char *what) {
 }
 
 void fp_wait_conns(fault_proxy *p, int n, unsigned timeout_ms) {
-  uint64_t dl = now_ms() + timeout_ms;
+  uint64_t dl = now_ms() + wait_bound_ms(timeout_ms);
   pthread_mutex_lock(&p->mu);
   while (p->nconns < n) wait_until(p, dl, "accepting the connections");
   pthread_mutex_unlock(&p->mu);
@@ -302,7 +302,7 @@ void fp_throttle(fault_proxy *p, int conn, size_t bytes_per_s) {
 }
 
 void fp_reset(fault_proxy *p, int conn) {
-  uint64_t dl = now_ms() + 5000;
+  uint64_t dl = now_ms() + wait_bound_ms(5000);
   pthread_mutex_lock(&p->mu);
   fp_conn *c = conn_locked(p, conn);
   c->reset_req = 1;
@@ -312,7 +312,7 @@ void fp_reset(fault_proxy *p, int conn) {
 }
 
 void fp_half_close(fault_proxy *p, int conn, int side) {
-  uint64_t dl = now_ms() + 10000;
+  uint64_t dl = now_ms() + wait_bound_ms(10000);
   pthread_mutex_lock(&p->mu);
   fp_conn *c = conn_locked(p, conn);
   c->half_req[side] = 1;

@@ -77,6 +77,7 @@ size_t tracker_calls(tracker *t) {
 
 void tracker_wait(tracker *t, size_t n, unsigned timeout_ms) {
   struct timespec dl;
+  timeout_ms = wait_bound_ms(timeout_ms);
   clock_gettime(CLOCK_REALTIME, &dl);
   dl.tv_sec += timeout_ms / 1000;
   dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
@@ -146,7 +147,7 @@ static void *collector_main(void *arg) {
       c->buf = nb;
       c->cap = ncap;
     }
-    if (!peer_readable(c->fd, 20000)) {
+    if (!peer_readable(c->fd, (int)wait_bound_ms(20000))) {
       c->err = ETIMEDOUT;
       break;
     }

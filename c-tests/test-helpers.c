@@ -94,6 +94,14 @@ uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+unsigned wait_bound_ms(unsigned ms) {
+  const char *env = getenv("SOCK_TEST_WAIT_SCALE");
+  long scale = env && *env ? strtol(env, NULL, 10) : 1;
+  if (scale < 1) scale = 1;
+  if (scale > 100) scale = 100;
+  return ms * (unsigned)scale;
+}
+
 void sleep_ms(unsigned ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
@@ -159,8 +167,9 @@ int peer_listen_unix(const char *path, int rcvbuf) {
 int peer_accept(int lfd) {
   struct pollfd p = {lfd, POLLIN, 0};
   int n;
-  do n = poll(&p, 1, 10000); while (n == -1 && errno == EINTR);
-  ASSERT_MSG(n == 1, "peer_accept: nothing to accept within 10 s");
+  int ms = (int)wait_bound_ms(10000);
+  do n = poll(&p, 1, ms); while (n == -1 && errno == EINTR);
+  ASSERT_MSG(n == 1, "peer_accept: nothing to accept within %d ms", ms);
   int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
   ASSERT_SYS(fd);
   return fd;
@@ -225,7 +234,8 @@ size_t peer_drain(int fd, size_t max, uint64_t start_off, long long *mismatch) {
   *mismatch = -1;
   while (total < max) {
     size_t want = max - total < sizeof buf ? max - total : sizeof buf;
-    if (!peer_readable(fd, 10000)) FAIL("peer_drain: no data and no EOF within 10 s (got %zu)", total);
+    if (!peer_readable(fd, (int)wait_bound_ms(10000)))
+      FAIL("peer_drain: no data and no EOF within %u ms (got %zu)", wait_bound_ms(10000), total);
     ssize_t n = recv(fd, buf, want, 0);
     if (n == -1 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -239,7 +249,8 @@ size_t peer_drain(int fd, size_t max, uint64_t start_off, long long *mismatch) {
 void peer_read_exact(int fd, void *buf, size_t len) {
   size_t got = 0;
   while (got < len) {
-    if (!peer_readable(fd, 10000)) FAIL("peer_read_exact: only %zu of %zu bytes within 10 s", got, len);
+    if (!peer_readable(fd, (int)wait_bound_ms(10000)))
+      FAIL("peer_read_exact: only %zu of %zu bytes within %u ms", got, len, wait_bound_ms(10000));
     ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
     if (n == -1 && errno == EINTR) continue;
     if (n == -1) FAIL("peer_read_exact: recv: %s (after %zu of %zu)", strerror(errno), got, len);
@@ -355,7 +366,7 @@ static void *reader_main(void *arg) {
   while (r->expect == 0 || r->got < r->expect) {
     size_t want = chunk;
     if (r->expect && r->expect - r->got < want) want = r->expect - r->got;
-    if (!peer_readable(r->fd, 20000)) {
+    if (!peer_readable(r->fd, (int)wait_bound_ms(20000))) {
       r->err = ETIMEDOUT;
       break;
     }

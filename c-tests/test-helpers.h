@@ -131,6 +131,12 @@ uint64_t fnv1a(uint64_t h, const void *buf, size_t len);
 /* ---- time ------------------------------------------------------------- */
 uint64_t now_ms(void);
 void sleep_ms(unsigned ms);
+/* A bound on how long something that must happen may take (a callback, a
+ * peer's data, an accept), scaled by SOCK_TEST_WAIT_SCALE (a whole number,
+ * default 1). Under valgrind a test runs 20-50x slower and `make
+ * test-valgrind` sets the scale; the bound is a liveness check, never a
+ * speed assertion. */
+unsigned wait_bound_ms(unsigned ms);
 
 /* ---- helper peers (POSIX only) ---------------------------------------- */
 

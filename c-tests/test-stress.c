@@ -177,7 +177,7 @@ static void *receiver_main(void *arg) {
   ASSERT(buf != NULL);
   struct epoll_event evs[64];
   while (open > 0) {
-    int n = epoll_wait(ep, evs, 64, 30000);
+    int n = epoll_wait(ep, evs, 64, (int)wait_bound_ms(30000));
     if (n == -1 && errno == EINTR) continue;
     ASSERT_SYS(n);
     if (n == 0) {
