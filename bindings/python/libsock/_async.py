@@ -179,6 +179,10 @@ def _on_trace(line, user_data):
 
 _TRACE_TRAMPOLINE = _lib.TRACE_CALLBACK(_on_trace)
 
+#: The code of the Python functions C calls: a thread with one of these on
+#: its stack is inside a libsock callback.
+_TRAMPOLINE_CODES = (_on_complete.__code__, _on_trace.__code__)
+
 
 def set_trace(fn: Optional[Callable[[str], Any]]) -> None:
     """Calls ``fn(line)`` with one text line per libsock operation (``None``: off).
@@ -198,11 +202,32 @@ def set_trace(fn: Optional[Callable[[str], Any]]) -> None:
 
 # --- interpreter exit ----------------------------------------------------------
 
+def _threads_in_callbacks() -> bool:
+    """Whether another thread is inside a libsock callback (its stack holds a
+    frame of a trampoline). An op leaves ``_ops`` when its callback *starts*,
+    so ``_ops`` alone misses a callback still running (one that sleeps or
+    prints gives the GIL away). Once a trampoline's frame is gone, its thread
+    runs only ctypes' C epilogue, which keeps the GIL until it is done with
+    Python for good: seen from a thread that holds the GIL, no frame means
+    out."""
+    me = threading.get_ident()
+    for tid, frame in sys._current_frames().items():
+        if tid == me:
+            continue
+        while frame is not None:
+            if frame.f_code in _TRAMPOLINE_CODES:
+                return True
+            frame = frame.f_back
+    return False
+
+
 def _drain_at_exit(timeout: float = 2.0) -> None:
     """Before the interpreter finalizes, make sure no engine thread will call
-    into Python any more: sockets that still have pending operations are
-    closed (their callbacks run now, with SOCK_OPERATION_ABORTED), then we wait
-    for those callbacks. Tracing is switched off."""
+    into Python any more (in a finalizing interpreter such a thread is ended
+    with pthread_exit, which aborts the process when it unwinds through the
+    engine's frames): sockets that still have pending operations are closed
+    (their callbacks run now, with SOCK_OPERATION_ABORTED), then we wait until
+    those callbacks have run and returned. Tracing is switched off."""
     if _trace_fn is not None:
         set_trace(None)
     with _lock:
@@ -216,8 +241,8 @@ def _drain_at_exit(timeout: float = 2.0) -> None:
     while time.monotonic() < deadline:
         with _lock:
             # Manual engines run callbacks only inside poll/free: not waited for.
-            waiting = [op for op in _ops.values() if op.sock._threaded_engine()]
-        if not waiting:
+            waiting = any(op.sock._threaded_engine() for op in _ops.values())
+        if not waiting and not _threads_in_callbacks():
             return
         time.sleep(0.005)
 

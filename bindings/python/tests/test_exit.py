@@ -1,6 +1,7 @@
 """Interpreter exit with async operations still pending: no engine thread may
 call into a finalizing interpreter (that aborts the process), so the binding
-closes such sockets at exit and their callbacks run, with OPERATION_ABORTED."""
+closes such sockets at exit and waits until their callbacks (with
+OPERATION_ABORTED) have run and returned."""
 
 import os
 import subprocess
@@ -21,9 +22,11 @@ SCRIPT = textwrap.dedent("""
     c.send_buffer_size = 4096
     c.connect(server.getsockname())
     peer, _ = server.accept()
-    for i in range(20):  # a slow callback each, still running as the interpreter exits
-        c.send_async(b"x" * 65536, lambda s, n: (time.sleep(0.005), print("send", s.name, flush=True)))
-    c.recv_async(10, lambda s, d: print("recv", s.name, flush=True))
+    # Slow callbacks, still running as the interpreter exits; each gives the
+    # GIL away after its print, when its operation is no longer pending.
+    for i in range(20):
+        c.send_async(b"x" * 65536, lambda s, n: (print("send", s.name, flush=True), time.sleep(0.005)))
+    c.recv_async(10, lambda s, d: (print("recv", s.name, flush=True), time.sleep(0.005)))
     print("exiting", flush=True)
 """)
 
