@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "test-async-helpers.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -192,6 +193,59 @@ TEST_IMPL(async_udp_send_and_recv) {
   ASSERT(memcmp(small, "abcd", 4) == 0);
   tracker_settle(&t, 2, 50);
   ASSERT_OK(sock_close(u));
+  close(pfd);
+  tracker_free(&t);
+  return 0;
+}
+
+/* An untimed blocking sock_recv on a connected stream waits inside recv(2),
+ * as a raw blocking socket does: it makes the descriptor blocking (as
+ * sock_fd documents). Every call that must not wait still returns at once
+ * afterwards: non-blocking mode, receive and send timeouts, async sends
+ * into a full buffer and async receives with nothing to read. (A call that
+ * waited would hang the test until the runner's timeout.) */
+TEST_IMPL(untimed_blocking_recv_then_calls_that_must_not_wait) {
+  static uint8_t big[1 << 20];
+  int pfd;
+  tracker t;
+  char buf[64], rb[64];
+  size_t n = UNWRITTEN, sent;
+  sock_status s = SOCK_OK;
+  sock_handle h = connect_pair(SOCK_FAMILY_INET, 4096, &pfd); /* the peer never reads */
+  int fd = handle_fd(h);
+  ASSERT_SYS(send(pfd, "ping", 4, 0));
+  recv_exact(h, buf, 4);
+  ASSERT(memcmp(buf, "ping", 4) == 0);
+  ASSERT_EQ(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+
+  ASSERT_OK(sock_set_option(h, SOCK_OPT_BLOCKING, 0));
+  ASSERT_STATUS(SOCK_WOULD_BLOCK, sock_recv(h, buf, sizeof buf, 0, &n));
+  ASSERT_UEQ(n, 0);
+  for (int i = 0; i < 1000 && s == SOCK_OK; i++) s = sock_send(h, big, sizeof big, 0, &sent);
+  ASSERT_STATUS(SOCK_WOULD_BLOCK, s); /* the send buffer is full */
+  ASSERT_UEQ(sent, 0);
+  ASSERT_OK(sock_set_option(h, SOCK_OPT_BLOCKING, 1));
+
+  ASSERT_OK(sock_set_option(h, SOCK_OPT_RECV_TIMEOUT_MS, 50));
+  ASSERT_STATUS(SOCK_TIMED_OUT, sock_recv(h, buf, sizeof buf, 0, &n));
+  ASSERT_OK(sock_set_option(h, SOCK_OPT_SEND_TIMEOUT_MS, 50));
+  ASSERT_STATUS(SOCK_TIMED_OUT, sock_send(h, big, 4096, 0, &sent));
+  ASSERT_OK(sock_set_option(h, SOCK_OPT_RECV_TIMEOUT_MS, 0));
+  ASSERT_OK(sock_set_option(h, SOCK_OPT_SEND_TIMEOUT_MS, 0));
+
+  tracker_init(&t, 2);
+  ASSERT_STATUS(SOCK_IO_PENDING, track_send(&t, 0, h, big, 4096));
+  ASSERT_STATUS(SOCK_IO_PENDING, track_recv(&t, 1, h, rb, sizeof rb));
+  ASSERT_SYS(send(pfd, "pong", 4, 0));
+  tracker_wait(&t, 1, 10000);
+  ASSERT_UEQ(t.order[0], 1); /* the receive; the send is still stuck */
+  ASSERT_STATUS(SOCK_OK, t.ops[1].status);
+  ASSERT_UGE(t.ops[1].bytes, 1);
+  ASSERT(memcmp(rb, "pong", t.ops[1].bytes) == 0);
+  ASSERT_OK(sock_close(h));
+  tracker_wait(&t, 2, 10000);
+  ASSERT_STATUS(SOCK_OPERATION_ABORTED, t.ops[0].status);
+  tracker_settle(&t, 2, 50);
   close(pfd);
   tracker_free(&t);
   return 0;

@@ -107,6 +107,7 @@
   X(async_recv_timeout) \
   X(async_recv_peer_reset) \
   X(async_udp_send_and_recv) \
+  X(untimed_blocking_recv_then_calls_that_must_not_wait) \
   /* test-async-lifecycle.c */ \
   X(async_close_aborts_pending) \
   X(async_cancel_sends_socket_stays_usable) \

@@ -827,8 +827,11 @@ sock_status sock_get_option(sock_handle h, int32_t option, int64_t *value);
 /*
  The OS descriptor behind the handle, for raw options or for polling.
  It stays owned by libsock: do not close it or change its O_NONBLOCK
- flag (libsock keeps it non-blocking and implements blocking mode
- itself); it is valid until `sock_close`.
+ flag; it is valid until `sock_close`. libsock implements blocking mode
+ itself and passes MSG_DONTWAIT on every call that must not wait; a
+ connected stream's descriptor is made blocking by its first untimed
+ blocking `sock_recv`, which then waits inside recv(2) as a raw blocking
+ socket does. Pass MSG_DONTWAIT if you do I/O on it yourself.
  Errors: SOCK_FAULT, SOCK_NOT_SOCKET.
  */
 sock_status sock_fd(sock_handle h, int32_t *fd);

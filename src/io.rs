@@ -4,7 +4,9 @@
 //! Every send holds the socket's turn (`queue`) for its whole duration, so
 //! the bytes of concurrent calls never interleave; every system call uses
 //! `MSG_NOSIGNAL` (no SIGPIPE) and `MSG_DONTWAIT` (waiting is done by
-//! `Socket::wait`, within one deadline for the whole call).
+//! `Socket::wait`, within one deadline for the whole call). The one
+//! exception: a blocking receive with no timeout on a connected stream
+//! waits inside `recv` itself (`Socket::kernel_may_wait`).
 
 use std::ffi::c_void;
 
@@ -417,7 +419,20 @@ pub fn recv(
     os_flags: libc::c_int,
     want_from: bool,
 ) -> Result<Received> {
-    let deadline = Deadline::after_ms(sock.options.recv_timeout_ms());
+    let timeout_ms = sock.options.recv_timeout_ms();
+    let deadline = Deadline::after_ms(timeout_ms);
+    // Blocking mode with no timeout: let the kernel wait inside `recv` (an
+    // EAGAIN, should the descriptor be non-blocking after all, still goes
+    // to `poll` below). OOB data is never waited for.
+    let os_flags = if timeout_ms == 0
+        && os_flags & libc::MSG_OOB == 0
+        && sock.options.blocking()
+        && sock.kernel_may_wait()
+    {
+        os_flags & !libc::MSG_DONTWAIT
+    } else {
+        os_flags
+    };
     loop {
         match recv_once(sock, buf, cap, os_flags, want_from) {
             Ok(r) => return Ok(r),

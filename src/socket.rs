@@ -104,6 +104,8 @@ pub struct Socket {
     pub kind: Kind,
     state: AtomicU8,
     closed: AtomicBool,
+    /// The descriptor's O_NONBLOCK is cleared (see `kernel_may_wait`).
+    fd_blocking: AtomicBool,
     /// errno of the first connection-breaking error (0: none); see `fail`.
     broken: AtomicI32,
     pub options: Options,
@@ -118,6 +120,7 @@ impl Socket {
             kind,
             state: AtomicU8::new(state as u8),
             closed: AtomicBool::new(false),
+            fd_blocking: AtomicBool::new(false),
             broken: AtomicI32::new(0),
             options: Options::default(),
             queue: OpQueue::default(),
@@ -211,6 +214,27 @@ impl Socket {
             return Err(Error::new(SOCK_OPERATION_ABORTED));
         }
         Ok(())
+    }
+
+    /// Whether a blocking receive on this socket may wait inside `recv`
+    /// itself: one system call, as a plain blocking `recv` makes, instead
+    /// of `recv`, `poll`, `recv`. Only a connected stream qualifies; on the
+    /// first call its descriptor's O_NONBLOCK is cleared, once. That changes
+    /// nothing else: every other system call on a connected stream either
+    /// passes MSG_DONTWAIT or cannot wait, and `close` still wakes a waiting
+    /// `recv` (with `shutdown`, as it wakes `poll`).
+    pub fn kernel_may_wait(&self) -> bool {
+        if self.kind != Kind::Stream || self.state() != State::Connected {
+            return false;
+        }
+        if self.fd_blocking.load(Ordering::Relaxed) {
+            return true;
+        }
+        let cleared = self.os.set_nonblocking(false).is_ok();
+        if cleared {
+            self.fd_blocking.store(true, Ordering::Relaxed);
+        }
+        cleared
     }
 
     pub fn bind(&self, addr: &SockAddr) -> Result<()> {

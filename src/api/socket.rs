@@ -254,8 +254,11 @@ pub extern "C" fn sock_get_option(h: sock_handle, option: i32, value: *mut i64) 
 
 /// The OS descriptor behind the handle, for raw options or for polling.
 /// It stays owned by libsock: do not close it or change its O_NONBLOCK
-/// flag (libsock keeps it non-blocking and implements blocking mode
-/// itself); it is valid until `sock_close`.
+/// flag; it is valid until `sock_close`. libsock implements blocking mode
+/// itself and passes MSG_DONTWAIT on every call that must not wait; a
+/// connected stream's descriptor is made blocking by its first untimed
+/// blocking `sock_recv`, which then waits inside recv(2) as a raw blocking
+/// socket does. Pass MSG_DONTWAIT if you do I/O on it yourself.
 /// Errors: SOCK_FAULT, SOCK_NOT_SOCKET.
 #[no_mangle]
 pub extern "C" fn sock_fd(h: sock_handle, fd: *mut i32) -> sock_status {
