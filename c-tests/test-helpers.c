@@ -94,12 +94,18 @@ uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-unsigned wait_bound_ms(unsigned ms) {
+static unsigned wait_scale = 1;
+static pthread_once_t wait_scale_once = PTHREAD_ONCE_INIT;
+
+static void read_wait_scale(void) {
   const char *env = getenv("SOCK_TEST_WAIT_SCALE");
   long scale = env && *env ? strtol(env, NULL, 10) : 1;
-  if (scale < 1) scale = 1;
-  if (scale > 100) scale = 100;
-  return ms * (unsigned)scale;
+  wait_scale = scale < 1 ? 1 : scale > 100 ? 100 : (unsigned)scale;
+}
+
+unsigned wait_bound_ms(unsigned ms) {
+  pthread_once(&wait_scale_once, read_wait_scale);
+  return ms * wait_scale;
 }
 
 void sleep_ms(unsigned ms) {
@@ -231,11 +237,11 @@ int peer_readable(int fd, int ms) {
 size_t peer_drain(int fd, size_t max, uint64_t start_off, long long *mismatch) {
   static _Thread_local uint8_t buf[65536];
   size_t total = 0;
+  int ms = (int)wait_bound_ms(10000);
   *mismatch = -1;
   while (total < max) {
     size_t want = max - total < sizeof buf ? max - total : sizeof buf;
-    if (!peer_readable(fd, (int)wait_bound_ms(10000)))
-      FAIL("peer_drain: no data and no EOF within %u ms (got %zu)", wait_bound_ms(10000), total);
+    if (!peer_readable(fd, ms)) FAIL("peer_drain: no data and no EOF within %d ms (got %zu)", ms, total);
     ssize_t n = recv(fd, buf, want, 0);
     if (n == -1 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -248,9 +254,9 @@ size_t peer_drain(int fd, size_t max, uint64_t start_off, long long *mismatch) {
 
 void peer_read_exact(int fd, void *buf, size_t len) {
   size_t got = 0;
+  int ms = (int)wait_bound_ms(10000);
   while (got < len) {
-    if (!peer_readable(fd, (int)wait_bound_ms(10000)))
-      FAIL("peer_read_exact: only %zu of %zu bytes within %u ms", got, len, wait_bound_ms(10000));
+    if (!peer_readable(fd, ms)) FAIL("peer_read_exact: only %zu of %zu bytes within %d ms", got, len, ms);
     ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
     if (n == -1 && errno == EINTR) continue;
     if (n == -1) FAIL("peer_read_exact: recv: %s (after %zu of %zu)", strerror(errno), got, len);
