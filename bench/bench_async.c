@@ -545,6 +545,23 @@ static struct outcome run_one(int who, const struct acase *c) {
     }
 }
 
+/* BENCH_CONTENDERS: a comma-separated list of contender names to run (all
+ * when unset), for profiling one contender with perf or strace. */
+static int contender_selected(const char *name) {
+    const char *list = getenv("BENCH_CONTENDERS");
+    size_t len = strlen(name);
+    if (list == NULL || *list == '\0')
+        return 1;
+    for (const char *p = list; *p != '\0';) {
+        const char *end = strchr(p, ',');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (n == len && strncmp(p, name, len) == 0)
+            return 1;
+        p += n + (end != NULL);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const size_t sizes[] = {64, 16384};
     static const int conn_counts[] = {1, 64};
@@ -558,8 +575,10 @@ int main(int argc, char **argv) {
     pattern_init();
     raise_fd_limit();
     for (int i = 0; i < N_CONTENDERS; i++)
-        if (HAVE_UV || (i != C_UV && i != C_UVTRY))
+        if ((HAVE_UV || (i != C_UV && i != C_UVTRY)) && contender_selected(names[i]))
             who[n++] = i;
+    if (n == 0)
+        die("BENCH_CONTENDERS selects none of the contenders");
     if (!HAVE_UV)
         fprintf(stderr, "bench_async: built without libuv; libuv contenders skipped\n");
     for (int lag = 0; lag < 2; lag++)
