@@ -144,6 +144,10 @@
   X(no_sigpipe_every_send_flavour) \
   X(fork_child_sockets_and_engines) \
   X(no_fd_leak_workload) \
+  /* test-trace.c */ \
+  X(trace_set_waits_for_running_calls) \
+  X(trace_set_from_callback_is_refused) \
+  X(trace_fork_child_not_held_by_parent_calls) \
   /* end */
 
 #endif /* TEST_LIST_H */

@@ -224,8 +224,8 @@ typedef void (*sock_recv_callback)(sock_handle h,
 /*
  Receives one NUL-terminated trace line per operation (valid only during
  the call). Runs on the thread that did the operation — for async
- completions the engine's thread — so it must be thread-safe; it must not
- call `sock_set_trace`.
+ completions the engine's thread — so it must be thread-safe. Calling
+ `sock_set_trace` from inside it fails with SOCK_ALREADY_IN_PROGRESS.
  */
 typedef void (*sock_trace_callback)(const char *line, void *user_data);
 
@@ -629,7 +629,11 @@ int32_t sock_os_error(void);
  `user_data`; NULL turns the callback off. With `SOCK_TRACE=1` in the
  environment the same lines also go to stderr. `cb` may run on any
  thread, including engine threads. Off, tracing costs one branch.
- Errors: none (always SOCK_OK).
+ Returns once no call of the previous callback is running on any thread
+ (it waits for those in progress), so the previous `user_data` may be
+ freed then. Do not call it while holding a lock that the callback takes.
+ Errors: SOCK_ALREADY_IN_PROGRESS when called from inside the trace
+ callback (nothing changes).
  */
 sock_status sock_set_trace(sock_trace_callback cb, void *user_data);
 

@@ -5,10 +5,11 @@
 //! caller: no global logging framework is touched. Off, a call pays one
 //! load and one branch.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
+use std::sync::{Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::handle::sock_handle;
 use crate::queue::UserData;
@@ -17,8 +18,8 @@ use crate::sync;
 
 /// Receives one NUL-terminated trace line per operation (valid only during
 /// the call). Runs on the thread that did the operation — for async
-/// completions the engine's thread — so it must be thread-safe; it must not
-/// call `sock_set_trace`.
+/// completions the engine's thread — so it must be thread-safe. Calling
+/// `sock_set_trace` from inside it fails with SOCK_ALREADY_IN_PROGRESS.
 pub type sock_trace_callback =
     Option<unsafe extern "C" fn(line: *const c_char, user_data: *mut c_void)>;
 
@@ -26,9 +27,74 @@ const UNKNOWN: u8 = 0;
 const OFF: u8 = 1;
 const ON: u8 = 2;
 
+type TraceFn = unsafe extern "C" fn(*const c_char, *mut c_void);
+
 static MODE: AtomicU8 = AtomicU8::new(UNKNOWN);
-static SINK: Mutex<Option<(unsafe extern "C" fn(*const c_char, *mut c_void), UserData)>> =
-    Mutex::new(None);
+
+/// The callback, and the generation of its `set`: a call in progress is
+/// counted in `RUNNING[generation % 2]`, so `set` can wait for the calls of
+/// the callback it replaced (and only those) to return.
+struct Sink {
+    callback: Option<(TraceFn, UserData)>,
+    generation: usize,
+}
+
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    callback: None,
+    generation: 0,
+});
+static RUNNING: [AtomicIsize; 2] = [AtomicIsize::new(0), AtomicIsize::new(0)];
+/// One `set` at a time: each waits for its generation to drain before the
+/// next may start another, so a counter only ever holds one generation. A
+/// flag rather than a mutex so that a fork child can clear it (a thread of
+/// the parent may have held it).
+static SETTING: AtomicBool = AtomicBool::new(false);
+
+/// In a fork child, the calls and the `set` that other threads of the
+/// parent had in progress will never end: forget them.
+extern "C" fn after_fork_in_child() {
+    RUNNING[0].store(0, Ordering::Relaxed);
+    RUNNING[1].store(0, Ordering::Relaxed);
+    SETTING.store(false, Ordering::Relaxed);
+}
+
+fn watch_forks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a child handler that only stores to atomics,
+        // which is async-signal-safe as a fork child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// Waits (yielding, then sleeping) until `done` holds.
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let mut spins = 0u32;
+    while !done() {
+        spins += 1;
+        if spins < 100 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+thread_local! {
+    /// This thread is inside the trace callback (nested calls count).
+    static IN_CALLBACK: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A trace call in progress: leaves its generation's count and this
+/// thread's callback depth when it ends.
+struct Running(usize);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|depth| depth.set(depth.get() - 1));
+        RUNNING[self.0].fetch_sub(1, Ordering::Release);
+    }
+}
 
 fn env_stderr() -> bool {
     static ENV: OnceLock<bool> = OnceLock::new();
@@ -46,28 +112,64 @@ fn update_mode(has_callback: bool) -> bool {
 pub fn enabled() -> bool {
     match MODE.load(Ordering::Relaxed) {
         OFF => false,
-        UNKNOWN => update_mode(sync::lock(&SINK).is_some()),
+        UNKNOWN => update_mode(sync::lock(&SINK).callback.is_some()),
         _ => true,
     }
 }
 
-/// Sets (or with `None` removes) the trace callback.
-pub fn set(callback: sock_trace_callback, user_data: *mut c_void) {
-    let mut sink = sync::lock(&SINK);
-    *sink = callback.map(|f| (f, UserData(user_data)));
-    update_mode(sink.is_some());
+/// Sets (or with `None` removes) the trace callback, then waits until no
+/// call of the previous one is running, so that its user data may be freed.
+/// Refused with `SOCK_ALREADY_IN_PROGRESS` from inside the trace callback
+/// (the wait would include the caller's own call).
+pub fn set(callback: sock_trace_callback, user_data: *mut c_void) -> sock_status {
+    if IN_CALLBACK.with(Cell::get) > 0 {
+        return status::SOCK_ALREADY_IN_PROGRESS;
+    }
+    watch_forks();
+    wait_until(|| {
+        SETTING
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    });
+    let replaced = {
+        let mut sink = sync::lock(&SINK);
+        sink.callback = callback.map(|f| (f, UserData(user_data)));
+        update_mode(sink.callback.is_some());
+        let replaced = sink.generation % 2;
+        sink.generation = sink.generation.wrapping_add(1);
+        replaced
+    };
+    // Calls that took the old callback counted themselves under the sink
+    // lock, before the swap; new calls count in the other slot. (A count
+    // below 0 is a call a fork child inherited half-way: nothing to wait for.)
+    wait_until(|| RUNNING[replaced].load(Ordering::Acquire) <= 0);
+    SETTING.store(false, Ordering::Release);
+    status::SOCK_OK
 }
 
 fn emit(line: String) {
     if env_stderr() {
         eprintln!("libsock: {line}");
     }
-    let sink = *sync::lock(&SINK);
-    if let (Some((func, user_data)), Ok(text)) = (sink, CString::new(line)) {
-        // SAFETY: the caller registered this callback for exactly this
-        // call shape; the line is a valid C string for the call's duration.
-        unsafe { func(text.as_ptr(), user_data.0) };
-    }
+    let Ok(text) = CString::new(line) else {
+        return;
+    };
+    let (func, user_data, running) = {
+        let sink = sync::lock(&SINK);
+        let Some((func, user_data)) = sink.callback else {
+            return;
+        };
+        let slot = sink.generation % 2;
+        RUNNING[slot].fetch_add(1, Ordering::Relaxed);
+        IN_CALLBACK.with(|depth| depth.set(depth.get() + 1));
+        (func, user_data, Running(slot))
+    };
+    // SAFETY: the caller registered this callback for exactly this call
+    // shape and keeps it (and `user_data`) valid until a `set` replacing it
+    // returns, which waits for this call; the line is a valid C string for
+    // the call's duration.
+    unsafe { func(text.as_ptr(), user_data.0) };
+    drop(running);
 }
 
 /// Traces a finished synchronous operation (or an async submission).

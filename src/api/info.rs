@@ -51,12 +51,15 @@ pub extern "C" fn sock_os_error() -> i32 {
 /// `user_data`; NULL turns the callback off. With `SOCK_TRACE=1` in the
 /// environment the same lines also go to stderr. `cb` may run on any
 /// thread, including engine threads. Off, tracing costs one branch.
-/// Errors: none (always SOCK_OK).
+/// Returns once no call of the previous callback is running on any thread
+/// (it waits for those in progress), so the previous `user_data` may be
+/// freed then. Do not call it while holding a lock that the callback takes.
+/// Errors: SOCK_ALREADY_IN_PROGRESS when called from inside the trace
+/// callback (nothing changes).
 #[no_mangle]
 pub extern "C" fn sock_set_trace(cb: sock_trace_callback, user_data: *mut c_void) -> sock_status {
     ffi_boundary! {
-        trace::set(cb, user_data);
-        status::SOCK_OK
+        trace::set(cb, user_data)
     }
 }
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from . import _lib
 from .constants import status_of
+from .errors import check
 
 
 class Pending:
@@ -187,17 +188,22 @@ _TRAMPOLINE_CODES = (_on_complete.__code__, _on_trace.__code__)
 def set_trace(fn: Optional[Callable[[str], Any]]) -> None:
     """Calls ``fn(line)`` with one text line per libsock operation (``None``: off).
 
-    ``fn`` may run on any thread, engine threads included; it must not call
-    :func:`set_trace`.
+    ``fn`` may run on any thread, engine threads included. This returns once
+    the previous function is not running on any other thread. Called from
+    inside ``fn``, it raises :class:`SockError` (``ALREADY_IN_PROGRESS``) and
+    changes nothing.
     """
     global _trace_fn
     if fn is not None and not callable(fn):
         raise TypeError("set_trace() needs a callable or None")
-    _trace_fn = fn
+    previous, _trace_fn = _trace_fn, fn
     if fn is None:
-        _lib.lib.sock_set_trace(_lib.TRACE_CALLBACK(), None)
+        status = _lib.lib.sock_set_trace(_lib.TRACE_CALLBACK(), None)
     else:
-        _lib.lib.sock_set_trace(_TRACE_TRAMPOLINE, None)
+        status = _lib.lib.sock_set_trace(_TRACE_TRAMPOLINE, None)
+    if status != 0:
+        _trace_fn = previous
+        check(status)
 
 
 # --- interpreter exit ----------------------------------------------------------

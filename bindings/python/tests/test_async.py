@@ -297,3 +297,51 @@ def test_trace_lines_reach_a_python_callable(pair):
     client.send(b"not traced")
     assert any("op=send" in line and "bytes=6" in line for line in lines)
     assert not any("bytes=10" in line for line in lines)
+
+
+def test_set_trace_returns_after_the_running_call(pair):
+    """set_trace(None) waits for a call that another thread has in progress."""
+    client, peer = pair
+    entered, left = threading.Event(), threading.Event()
+
+    def slow(line):
+        if not entered.is_set():
+            entered.set()
+            time.sleep(0.3)
+            left.set()
+
+    libsock.set_trace(slow)
+    try:
+        t = threading.Thread(target=client.send, args=(b"z",))
+        t.start()
+        assert entered.wait(WAIT)
+    finally:
+        libsock.set_trace(None)
+    assert left.is_set(), "set_trace(None) returned while the trace function still ran"
+    t.join(WAIT)
+    assert recv_exactly(peer, 1) == b"z"
+
+
+def test_set_trace_inside_the_trace_function_is_refused(pair):
+    client, _ = pair
+    raised, seen = [], []
+
+    def reentrant(line):
+        seen.append(line)
+        if not raised:
+            try:
+                libsock.set_trace(None)
+            except libsock.SockError as exc:
+                raised.append(exc.status)
+            else:
+                raised.append(None)
+
+    libsock.set_trace(reentrant)
+    try:
+        client.send(b"a")
+        assert raised == [Status.ALREADY_IN_PROGRESS]
+        before = len(seen)
+        client.send(b"b")  # still traced: the refused call changed nothing
+        assert len(seen) > before
+    finally:
+        libsock.set_trace(None)

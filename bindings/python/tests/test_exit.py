@@ -8,12 +8,17 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import PACKAGE_ROOT
 
 SCRIPT = textwrap.dedent("""
     import socket, sys, time
     sys.path.insert(0, sys.argv[1])
     import libsock
+    if sys.argv[2] == "trace":
+        # Trace calls still running at exit, too (each gives the GIL away).
+        libsock.set_trace(lambda line: time.sleep(0.002))
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     server.bind(("127.0.0.1", 0))
@@ -31,8 +36,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_exit_with_pending_operations_is_clean():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(PACKAGE_ROOT)], capture_output=True, text=True,
+@pytest.mark.parametrize("trace", ["no-trace", "trace"])
+def test_exit_with_pending_operations_is_clean(trace):
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(PACKAGE_ROOT), trace], capture_output=True, text=True,
                           timeout=30, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
