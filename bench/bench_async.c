@@ -595,7 +595,7 @@ int main(int argc, char **argv) {
                     continue;
                 for (int rep = 0; rep < o.reps; rep++)
                     for (int j = 0; j < n; j++) {
-                        int w = who[(j + rep) % n];
+                        int w = who[run_order(rep, j, n)];
                         double cpu0 = cpu_seconds();
                         struct outcome r = run_one(w, &c);
                         double cpu = cpu_seconds() - cpu0;

@@ -69,9 +69,9 @@ int main(int argc, char **argv) {
         if (!case_selected(&o, c->id))
             continue;
         for (int rep = 0; rep < o.reps; rep++) {
-            /* A B, then B A: interleaved, neither always first. */
+            /* A B, then B A (run_order): neither always first. */
             for (int j = 0; j < 2; j++) {
-                int libsock = (j + rep) % 2 == 0;
+                int libsock = run_order(rep, j, 2) == 0;
                 double cpu0 = cpu_seconds();
                 double secs = libsock ? run_libsock(c->size, msgs) : run_raw(c->size, msgs);
                 double cpu = cpu_seconds() - cpu0;

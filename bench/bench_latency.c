@@ -440,7 +440,7 @@ int main(int argc, char **argv) {
                     mine[m++] = &all[i];
             for (int rep = 0; rep < o.reps; rep++)
                 for (int j = 0; j < m; j++)
-                    trial(mine[(j + rep) % m], id, rep, pinned);
+                    trial(mine[run_order(rep, j, m)], id, rep, pinned);
         }
     return 0;
 }

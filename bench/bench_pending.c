@@ -272,6 +272,6 @@ int main(int argc, char **argv) {
             who[n++] = i;
     for (int rep = 0; rep < o.reps; rep++)
         for (int j = 0; j < n; j++)
-            trial_in_child(who[(j + rep) % n], rep);
+            trial_in_child(who[run_order(rep, j, n)], rep);
     return 0;
 }

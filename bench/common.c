@@ -188,6 +188,22 @@ int case_selected(const struct opts *o, const char *case_id) {
     return o->only == NULL || strstr(case_id, o->only) != NULL;
 }
 
+/* Row 0 of the square: 0, 1, n-1, 2, n-2, 3, ...; row r adds r (mod n). */
+static int williams_first_row(int j, int n) {
+    if (j == 0)
+        return 0;
+    return j % 2 == 1 ? (j + 1) / 2 : n - j / 2;
+}
+
+int run_order(int rep, int j, int n) {
+    int rows = n % 2 == 0 ? n : 2 * n;
+    int r = rep % rows;
+    if (r < n)
+        return (williams_first_row(j, n) + r) % n;
+    /* odd n: the second half of the rows are the first half reversed */
+    return (williams_first_row(n - 1 - j, n) + (r - n)) % n;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);

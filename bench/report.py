@@ -4,7 +4,9 @@
 
 Input lines:  R <case> <contender> <rep> <metric> <value>
 Medians are over repetitions; a ratio is the median of the per-repetition
-ratios of two contenders that ran interleaved (A B, B A, ...), with a
+ratios of two contenders that ran interleaved (every repetition runs each
+contender once, in the order of a row of a balanced Latin square: for two
+contenders A B, B A), with a
 distribution-free confidence interval of that median (order statistics of
 the per-repetition ratios, see median_ci).
 """
@@ -228,8 +230,9 @@ def main():
     w("```\n" + machine + "\n```\n")
     if a.failed.strip():
         w(f"**FAILED programs: {a.failed.strip()}** — their numbers are missing or partial.\n")
-    w(f"{reps} repetition(s) per contender, interleaved (A B, B A, ...). Figures are medians over the "
-      "repetitions; a ratio is the median of the per-repetition ratios of two contenders, with a "
+    w(f"{reps} repetition(s) per contender, interleaved: each repetition runs every contender once, in the "
+      "order of a row of a balanced Latin square (each contender in each place, and right after each other "
+      "contender, equally often; for two contenders A B, B A). Figures are medians over the repetitions; a ratio is the median of the per-repetition ratios of two contenders, with a "
       "confidence interval (CI) of that median. Every receiver counted the bytes and checked their content. "
       "2 cores are shared by sender, receiver and (libsock default engine) the engine thread; "
       "other processes on the machine are listed above.\n")
