@@ -67,6 +67,16 @@ fn watch_forks() {
     });
 }
 
+/// The turn to `set`, taken: lets the next one in when it ends, however
+/// it ends.
+struct Setting;
+
+impl Drop for Setting {
+    fn drop(&mut self) {
+        SETTING.store(false, Ordering::Release);
+    }
+}
+
 /// Waits (yielding, then sleeping) until `done` holds.
 fn wait_until(mut done: impl FnMut() -> bool) {
     let mut spins = 0u32;
@@ -131,6 +141,7 @@ pub fn set(callback: sock_trace_callback, user_data: *mut c_void) -> sock_status
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     });
+    let _setting = Setting;
     let replaced = {
         let mut sink = sync::lock(&SINK);
         sink.callback = callback.map(|f| (f, UserData(user_data)));
@@ -143,7 +154,6 @@ pub fn set(callback: sock_trace_callback, user_data: *mut c_void) -> sock_status
     // lock, before the swap; new calls count in the other slot. (A count
     // below 0 is a call a fork child inherited half-way: nothing to wait for.)
     wait_until(|| RUNNING[replaced].load(Ordering::Acquire) <= 0);
-    SETTING.store(false, Ordering::Release);
     status::SOCK_OK
 }
 
