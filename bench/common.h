@@ -73,8 +73,8 @@ int case_selected(const struct opts *o, const char *case_id);
 
 /* Which of `n` contenders runs at position `j` (0..n-1) of repetition
  * `rep`: the rows of a balanced Latin square (Williams design). Over n
- * repetitions (2n when n is odd) every contender runs once at each position
- * and right after every other contender once, so neither its place in a
+ * repetitions (2n when n is odd) every contender runs equally often at each
+ * position and right after each other contender, so neither its place in a
  * repetition nor the contender that ran just before it (and what that one
  * left behind: a busy CPU, sockets closing) favours one of them. For two
  * contenders: A B, B A. */
