@@ -16,8 +16,8 @@ use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::asyncio;
+use crate::fork;
 use crate::handle::{self, sock_handle};
 use crate::queue::Completion;
 use crate::status::{
@@ -39,24 +40,6 @@ const TIMER: Token = Token(1);
 const MAX_CALLBACKS_PER_RUN: usize = 65_536;
 /// Most threads `sock_engine_new` accepts.
 pub const SOCK_ENGINE_MAX_THREADS: u32 = 256;
-
-/// How many times this process is a fork child of the process that
-/// started counting: bumped in the child by a `pthread_atfork` handler.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Registers the fork handler, once, before the first loop exists.
-fn watch_forks() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a handler that only bumps an atomic, which is
-        // async-signal-safe as a fork child handler must be.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
-}
 
 thread_local! {
     /// The loop whose callbacks or events this thread is processing.
@@ -105,7 +88,7 @@ pub struct Loop {
 
 impl Loop {
     fn new() -> Result<Arc<Loop>> {
-        watch_forks();
+        fork::watch();
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(&registry, WAKER)?;
@@ -135,14 +118,14 @@ impl Loop {
             state: Mutex::new(LoopState::default()),
             stopped: AtomicBool::new(false),
             exit: AtomicBool::new(false),
-            born: FORK_GENERATION.load(Ordering::Relaxed),
+            born: fork::generation(),
             epoll_fd,
         }))
     }
 
     /// False in a fork child for a loop of the parent's.
     pub fn in_this_process(&self) -> bool {
-        self.born == FORK_GENERATION.load(Ordering::Relaxed)
+        self.born == fork::generation()
     }
 
     /// The engine this loop belongs to was freed.

@@ -11,6 +11,7 @@
 #![allow(non_camel_case_types)]
 
 mod ffi;
+mod fork;
 mod panic;
 mod sync;
 

@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
-use std::sync::{Mutex, Once, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::handle::sock_handle;
@@ -51,20 +51,12 @@ static RUNNING: [AtomicIsize; 2] = [AtomicIsize::new(0), AtomicIsize::new(0)];
 static SETTING: AtomicBool = AtomicBool::new(false);
 
 /// In a fork child, the calls and the `set` that other threads of the
-/// parent had in progress will never end: forget them.
-extern "C" fn after_fork_in_child() {
+/// parent had in progress will never end: forget them (called by the
+/// library's fork handler, `fork::watch`).
+pub(crate) fn after_fork_in_child() {
     RUNNING[0].store(0, Ordering::Relaxed);
     RUNNING[1].store(0, Ordering::Relaxed);
     SETTING.store(false, Ordering::Relaxed);
-}
-
-fn watch_forks() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a child handler that only stores to atomics,
-        // which is async-signal-safe as a fork child handler must be.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
 }
 
 /// The turn to `set`, taken: lets the next one in when it ends, however
@@ -135,7 +127,7 @@ pub fn set(callback: sock_trace_callback, user_data: *mut c_void) -> sock_status
     if IN_CALLBACK.with(Cell::get) > 0 {
         return status::SOCK_ALREADY_IN_PROGRESS;
     }
-    watch_forks();
+    crate::fork::watch();
     wait_until(|| {
         SETTING
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -151,8 +143,10 @@ pub fn set(callback: sock_trace_callback, user_data: *mut c_void) -> sock_status
         replaced
     };
     // Calls that took the old callback counted themselves under the sink
-    // lock, before the swap; new calls count in the other slot. (A count
-    // below 0 is a call a fork child inherited half-way: nothing to wait for.)
+    // lock, before the swap; new calls count in the other slot. A count
+    // below 0 comes from a fork inside the trace callback: the child's
+    // forking thread ended a call the reset had already forgotten. Such a
+    // child may then not wait for one call of that slot (a known limit).
     wait_until(|| RUNNING[replaced].load(Ordering::Acquire) <= 0);
     status::SOCK_OK
 }
