@@ -11,11 +11,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use crate::socket::Socket;
 use crate::status::{Error, Result, SOCK_TOO_MANY_OPEN_SOCKETS};
-use crate::sync;
 
 /// Names one socket inside the library; not a file descriptor. 0 is never valid.
 #[allow(non_camel_case_types)]
@@ -77,7 +78,7 @@ pub fn insert(socket: Socket) -> Result<sock_handle> {
     let start = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
     for k in 0..SHARDS {
         let shard_no = (start + k) % SHARDS;
-        let mut shard = sync::write(shard(shard_no));
+        let mut shard = shard(shard_no).write();
         let slot_no = match shard.free.pop_front() {
             Some(n) => n,
             None if shard.slots.len() < SLOTS_PER_SHARD => {
@@ -100,7 +101,7 @@ pub fn insert(socket: Socket) -> Result<sock_handle> {
 /// The socket a handle names, or `None` for 0, closed, stale or never-issued handles.
 pub fn lookup(h: sock_handle) -> Option<Arc<Socket>> {
     let (shard_no, slot_no, generation) = unpack(h);
-    let shard = sync::read(shard(shard_no));
+    let shard = shard(shard_no).read();
     let slot = shard.slots.get(slot_no)?;
     if slot.generation != generation {
         return None;
@@ -116,7 +117,7 @@ pub fn lookup(h: sock_handle) -> Option<Arc<Socket>> {
 #[inline]
 pub fn with<R>(h: sock_handle, f: impl FnOnce(&Arc<Socket>) -> R) -> Option<R> {
     let (shard_no, slot_no, generation) = unpack(h);
-    let shard = sync::read(shard(shard_no));
+    let shard = shard(shard_no).read();
     let slot = shard.slots.get(slot_no)?;
     if slot.generation != generation {
         return None;
@@ -128,7 +129,7 @@ pub fn with<R>(h: sock_handle, f: impl FnOnce(&Arc<Socket>) -> R) -> Option<R> {
 /// invalid from here on. `None` when the handle was not valid.
 pub fn remove(h: sock_handle) -> Option<Arc<Socket>> {
     let (shard_no, slot_no, generation) = unpack(h);
-    let mut shard = sync::write(shard(shard_no));
+    let mut shard = shard(shard_no).write();
     let slot = shard.slots.get_mut(slot_no)?;
     if slot.generation != generation {
         return None;
