@@ -586,8 +586,7 @@ int main(int argc, char **argv) {
             for (size_t ci = 0; ci < 2; ci++) {
                 struct acase c = {.size = sizes[si], .conns = conn_counts[ci], .lag = lag};
                 uint64_t total = (c.size == 64 ? 600000 : 60000) / (lag ? 2 : 1);
-                if (o.quick)
-                    total /= 20;
+                total /= (uint64_t)o.shorter;
                 c.msgs_per_conn = total / (uint64_t)c.conns;
                 snprintf(c.id, sizeof c.id, "async-%s-%dconn-%s", c.size == 64 ? "64B" : "16KiB",
                          c.conns, lag ? "lag" : "fast");

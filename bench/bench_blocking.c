@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
     pattern_init();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const struct size_case *c = &cases[i];
-        uint64_t msgs = o.quick ? c->msgs / 20 : c->msgs;
+        uint64_t msgs = c->msgs / (uint64_t)o.shorter;
         if (!case_selected(&o, c->id))
             continue;
         for (int rep = 0; rep < o.reps; rep++) {

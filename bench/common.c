@@ -169,19 +169,26 @@ void emit(const char *case_id, const char *contender, int rep, const char *metri
 void parse_opts(int argc, char **argv, struct opts *o) {
     o->reps = 5;
     o->quick = 0;
+    o->shorter = 0;
     o->only = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
             o->reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0)
             o->quick = 1;
+        else if (strcmp(argv[i], "--shorter") == 0 && i + 1 < argc)
+            o->shorter = atoi(argv[++i]);
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             o->only = argv[++i];
         else
-            die("usage: %s [--reps N] [--quick] [--only CASE-SUBSTRING]", argv[0]);
+            die("usage: %s [--reps N] [--quick] [--shorter D] [--only CASE-SUBSTRING]", argv[0]);
     }
     if (o->reps < 1)
         die("--reps must be >= 1");
+    if (o->shorter == 0)
+        o->shorter = o->quick ? 20 : 1;
+    if (o->shorter < 1 || o->shorter > 100)
+        die("--shorter must be 1..100");
 }
 
 int case_selected(const struct opts *o, const char *case_id) {

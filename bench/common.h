@@ -61,11 +61,13 @@ void emit(const char *case_id, const char *contender, int rep, const char *metri
 
 /* Command line shared by all programs:
  *   --reps N      repetitions (default 5)
- *   --quick       small sizes, for the smoke test
+ *   --quick       small sizes, for the smoke test (implies --shorter 20)
+ *   --shorter D   throughput trials send 1/D of their full message count
  *   --only SUB    run only cases whose id contains SUB */
 struct opts {
     int reps;
     int quick;
+    int shorter;
     const char *only;
 };
 void parse_opts(int argc, char **argv, struct opts *o);

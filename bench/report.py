@@ -196,7 +196,11 @@ def main():
     R = Results(load(a.raw))
     cg = callgrind(a.callgrind, a.calls) if a.callgrind and os.path.isdir(a.callgrind) else {}
     machine = open(a.machine).read().rstrip()
-    reps = max((len(v) for v in R.d.values()), default=0)
+    reps = {}  # program's case prefix ("blocking", "async", ...) -> repetitions
+    for (case, _, _), v in R.d.items():
+        prog = case.split("-")[0]
+        reps[prog] = max(reps.get(prog, 0), len(v))
+    reps_text = ", ".join(f"{p} {n}" for p, n in reps.items()) or "none"
 
     ratio_rows = []  # (label, case, a, b, metric, invert, target)
     for s in SIZES:
@@ -230,7 +234,8 @@ def main():
     w("```\n" + machine + "\n```\n")
     if a.failed.strip():
         w(f"**FAILED programs: {a.failed.strip()}** — their numbers are missing or partial.\n")
-    w(f"{reps} repetition(s) per contender, interleaved: each repetition runs every contender once, in the "
+    w(f"Repetitions per contender: {reps_text} (the machine block says how long each trial was). They are "
+      "interleaved: each repetition runs every contender once, in the "
       "order of a row of a balanced Latin square (each contender in each place, and right after each other "
       "contender, equally often; for two contenders A B, B A). Figures are medians over the repetitions; a ratio is the median of the per-repetition ratios of two contenders, with a "
       "confidence interval (CI) of that median. Every receiver counted the bytes and checked their content. "
