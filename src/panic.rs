@@ -2,8 +2,10 @@
 //!
 //! Every export wraps its body in [`ffi_boundary!`], which catches a panic
 //! and returns the fallback of the function's return type
-//! (`SOCK_SOCKET_ERROR` for a status). Locks inside the library ignore
-//! poisoning (see `crate::sync`), so the library stays usable afterwards.
+//! (`SOCK_SOCKET_ERROR` for a status). No lock inside the library stays
+//! poisoned: the handle table's and the queues' are parking_lot's, which
+//! have none, and the others ignore it (see `crate::sync`), so the library
+//! stays usable afterwards.
 
 use std::ffi::c_char;
 
