@@ -18,7 +18,7 @@
 struct size_case {
     const char *id;
     size_t size;
-    uint64_t msgs;  /* per trial, full run */
+    uint64_t msgs;  /* per full-length trial; --shorter D sends 1/D */
 };
 
 static const struct size_case cases[] = {
