@@ -14,7 +14,7 @@
 #
 # Why SPLIT, and only for bench_blocking: there a trial's throughput varies
 # from trial to trial by about as much whether it sends the full message
-# count or a quarter of it, and the median rate is the same, so four
+# count or a quarter of it, and the median rate moves less than that, so four
 # quarter-length trials give a confidence interval about half as wide in the
 # same time. bench_async's trials are not shortened: with a lagging receiver
 # or 64 connections, the contenders' rates changed with the trial's length,

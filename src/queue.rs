@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 // The queue's locks are parking_lot's: no poisoning to check, and an
 // inlined uncontended path (with the handle table's `RwLock`, also
 // parking_lot's, a 64-byte `sock_send` runs 32 fewer instructions than with
-// std's locks). Under
-// `--cfg loom` they come from loom, so the loom model
+// std's locks). Under `--cfg loom` they come from loom, so the loom model
 // (tests/loom_queue.rs) explores this very code's interleavings.
 #[cfg(loom)]
 use loom::sync::{Condvar, Mutex, MutexGuard};
@@ -449,14 +448,17 @@ impl Drop for Turn<'_> {
 }
 
 impl OpQueue {
+    // A panic caught at the ABI boundary must not leave the socket
+    // unusable: parking_lot's lock has no poisoning, loom's is ignored.
+    #[cfg(not(loom))]
     #[inline]
     pub fn lock(&self) -> QueueGuard<'_> {
-        // A panic caught at the ABI boundary must not leave the socket
-        // unusable: parking_lot's lock has no poisoning (loom's: ignored).
-        #[cfg(not(loom))]
-        return self.state.lock();
-        #[cfg(loom)]
-        return self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.state.lock()
+    }
+
+    #[cfg(loom)]
+    pub fn lock(&self) -> QueueGuard<'_> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Hands the socket on after a writer let go: wakes the next blocking
@@ -540,28 +542,23 @@ impl OpQueue {
     }
 
     /// Waits for a change of turn, for at most `timeout` when given.
-    fn wait_turn<'a>(
-        &self,
-        mut st: MutexGuard<'a, QueueState>,
-        timeout: Option<Duration>,
-    ) -> MutexGuard<'a, QueueState> {
-        #[cfg(not(loom))]
+    #[cfg(not(loom))]
+    fn wait_turn<'a>(&self, mut st: QueueGuard<'a>, timeout: Option<Duration>) -> QueueGuard<'a> {
         match timeout {
             None => self.turn_free.wait(&mut st),
             Some(d) => {
                 self.turn_free.wait_for(&mut st, d);
             }
         }
-        // loom does not model time: a timed wait is a wait.
-        #[cfg(loom)]
-        {
-            let _ = timeout;
-            st = self
-                .turn_free
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
         st
+    }
+
+    /// loom does not model time: a timed wait is a wait.
+    #[cfg(loom)]
+    fn wait_turn<'a>(&self, st: QueueGuard<'a>, _timeout: Option<Duration>) -> QueueGuard<'a> {
+        self.turn_free
+            .wait(st)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wakes the blocking sender at the front of the queue, if the turn is free.

@@ -155,9 +155,6 @@ fn emit(line: String) {
     if env_stderr() {
         eprintln!("libsock: {line}");
     }
-    let Ok(text) = CString::new(line) else {
-        return;
-    };
     let (func, user_data, running) = {
         let sink = sync::lock(&SINK);
         let Some((func, user_data)) = sink.callback else {
@@ -167,6 +164,11 @@ fn emit(line: String) {
         RUNNING[slot].fetch_add(1, Ordering::Relaxed);
         IN_CALLBACK.with(|depth| depth.set(depth.get() + 1));
         (func, user_data, Running(slot))
+    };
+    // Built only for a callback (not for stderr alone); a line with a NUL
+    // cannot be passed, and `running` ends the counted call on return.
+    let Ok(text) = CString::new(line) else {
+        return;
     };
     // SAFETY: the caller registered this callback for exactly this call
     // shape and keeps it (and `user_data`) valid until a `set` replacing it
