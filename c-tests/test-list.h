@@ -148,6 +148,7 @@
   X(trace_set_waits_for_running_calls) \
   X(trace_set_from_callback_is_refused) \
   X(trace_fork_child_not_held_by_parent_calls) \
+  X(trace_fork_in_callback_child_still_waits) \
   /* end */
 
 #endif /* TEST_LIST_H */

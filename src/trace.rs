@@ -89,12 +89,20 @@ thread_local! {
 
 /// A trace call in progress: leaves its generation's count and this
 /// thread's callback depth when it ends.
-struct Running(usize);
+struct Running {
+    slot: usize,
+    /// The fork generation it was counted in: a call that began in the
+    /// parent and ends in a fork child (the callback forked) was forgotten
+    /// by the child's reset, so it must not leave the count again.
+    fork_generation: u64,
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
         IN_CALLBACK.with(|depth| depth.set(depth.get() - 1));
-        RUNNING[self.0].fetch_sub(1, Ordering::Release);
+        if crate::fork::generation() == self.fork_generation {
+            RUNNING[self.slot].fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
@@ -143,11 +151,8 @@ pub fn set(callback: sock_trace_callback, user_data: *mut c_void) -> sock_status
         replaced
     };
     // Calls that took the old callback counted themselves under the sink
-    // lock, before the swap; new calls count in the other slot. A count
-    // below 0 comes from a fork inside the trace callback: the child's
-    // forking thread ended a call the reset had already forgotten. Such a
-    // child may then not wait for one call of that slot (a known limit).
-    wait_until(|| RUNNING[replaced].load(Ordering::Acquire) <= 0);
+    // lock, before the swap; new calls count in the other slot.
+    wait_until(|| RUNNING[replaced].load(Ordering::Acquire) == 0);
     status::SOCK_OK
 }
 
@@ -163,7 +168,11 @@ fn emit(line: String) {
         let slot = sink.generation % 2;
         RUNNING[slot].fetch_add(1, Ordering::Relaxed);
         IN_CALLBACK.with(|depth| depth.set(depth.get() + 1));
-        (func, user_data, Running(slot))
+        let running = Running {
+            slot,
+            fork_generation: crate::fork::generation(),
+        };
+        (func, user_data, running)
     };
     // Built only for a callback (not for stderr alone); a line with a NUL
     // cannot be passed, and `running` ends the counted call on return.
