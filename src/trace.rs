@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ static SINK: Mutex<Sink> = Mutex::new(Sink {
     callback: None,
     generation: 0,
 });
-static RUNNING: [AtomicIsize; 2] = [AtomicIsize::new(0), AtomicIsize::new(0)];
+static RUNNING: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 /// One `set` at a time: each waits for its generation to drain before the
 /// next may start another, so a counter only ever holds one generation. A
 /// flag rather than a mutex so that a fork child can clear it (a thread of
@@ -87,14 +87,27 @@ thread_local! {
     static IN_CALLBACK: Cell<u32> = const { Cell::new(0) };
 }
 
-/// A trace call in progress: leaves its generation's count and this
-/// thread's callback depth when it ends.
+/// A trace call in progress: counted in its generation's slot and in this
+/// thread's callback depth from `start` until it is dropped.
 struct Running {
     slot: usize,
     /// The fork generation it was counted in: a call that began in the
     /// parent and ends in a fork child (the callback forked) was forgotten
     /// by the child's reset, so it must not leave the count again.
     fork_generation: u64,
+}
+
+impl Running {
+    /// Counts a call of the callback of generation slot `slot`; called
+    /// under the sink lock, so a `set` swapping the callback sees it.
+    fn start(slot: usize) -> Running {
+        RUNNING[slot].fetch_add(1, Ordering::Relaxed);
+        IN_CALLBACK.with(|depth| depth.set(depth.get() + 1));
+        Running {
+            slot,
+            fork_generation: crate::fork::generation(),
+        }
+    }
 }
 
 impl Drop for Running {
@@ -165,14 +178,7 @@ fn emit(line: String) {
         let Some((func, user_data)) = sink.callback else {
             return;
         };
-        let slot = sink.generation % 2;
-        RUNNING[slot].fetch_add(1, Ordering::Relaxed);
-        IN_CALLBACK.with(|depth| depth.set(depth.get() + 1));
-        let running = Running {
-            slot,
-            fork_generation: crate::fork::generation(),
-        };
-        (func, user_data, running)
+        (func, user_data, Running::start(sink.generation % 2))
     };
     // Built only for a callback (not for stderr alone); a line with a NUL
     // cannot be passed, and `running` ends the counted call on return.
