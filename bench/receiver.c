@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,8 +173,34 @@ static void sink_main(int lfd, const struct sink_cfg *cfg, int report_fd, int go
     _exit(0);
 }
 
+/* BENCH_SINK_CPU=N: the CPU to pin the receiver process to, or -1 when
+ * unset (for experiments: with the sender pinned to another CPU by
+ * taskset, the scheduler can no longer put both on one CPU; see
+ * README.md, "Two modes"). Read in the parent, so a bad value stops the
+ * program before any receiver starts. */
+static int sink_cpu_from_env(void) {
+    const char *s = getenv("BENCH_SINK_CPU");
+    char *end;
+    long cpu;
+    if (s == NULL || *s == '\0')
+        return -1;
+    cpu = strtol(s, &end, 10);
+    if (*end != '\0' || cpu < 0 || cpu >= CPU_SETSIZE)
+        die("BENCH_SINK_CPU: not a CPU number: %s", s);
+    return (int)cpu;
+}
+
+static void pin_to_cpu(int cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0)
+        die_errno("BENCH_SINK_CPU: sched_setaffinity");
+}
+
 void sink_start(struct peer *p, const struct sink_cfg *cfg) {
     int rep[2], go[2];
+    int cpu = sink_cpu_from_env();
     int lfd = make_listener(cfg->rcvbuf, &p->port);
     if (pipe2(rep, O_CLOEXEC) != 0 || pipe2(go, O_CLOEXEC) != 0)
         die_errno("pipe");
@@ -184,6 +211,8 @@ void sink_start(struct peer *p, const struct sink_cfg *cfg) {
     if (p->pid == 0) {
         close(rep[0]);
         close(go[1]);
+        if (cpu >= 0)
+            pin_to_cpu(cpu);
         sink_main(lfd, cfg, rep[1], go[0]);
     }
     close(lfd);
