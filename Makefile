@@ -74,7 +74,13 @@ test-readme: build
 test-cpp: build
 	$(MAKE) -C tests/cpp run run-asan
 
+# pytest is fetched with pip when missing (as bench/ fetches libuv).
 test-python: build
+	@python3 -m pytest --version >/dev/null 2>&1 || { \
+	    echo "test-python: pytest is missing; installing it with pip"; \
+	    python3 -m pip install -q pytest || python3 -m pip install -q --user pytest || { \
+	        echo "test-python: could not install pytest: install it (python3 -m pip install pytest, or Debian's python3-pytest) and run make test again" >&2; \
+	        exit 1; }; }
 	python3 -m pytest -q bindings/python/tests
 
 test-packaging: build
