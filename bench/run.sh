@@ -138,8 +138,17 @@ else
 fi >>"$info"
 echo "duration: $(($(date +%s) - start)) s" >>"$info"
 
+# The chart needs gnuplot (installed now, after the measurements, when
+# missing and root); without it the old chart goes, so it never shows
+# another run than latest.md.
 chart=""
-[ "$mode" = full ] && chart="--chart results/ratios.png"
+if [ "$mode" = full ]; then
+    if ./ensure-deb.sh gnuplot-nox "the chart" sh -c 'command -v gnuplot'; then
+        chart="--chart results/ratios.png"
+    else
+        rm -f results/ratios.png
+    fi
+fi
 if ! python3 report.py --raw "$raw" --machine "$info" --callgrind "$cgdir" --calls "$calls" \
     --out "results/$name.md" $chart --failed "$failed"; then
     failed="$failed report"
