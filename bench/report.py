@@ -404,10 +404,11 @@ def short(label):
 
 
 def make_chart(rows, path):
+    # No chart rather than one of another run.
+    if os.path.exists(path):
+        os.remove(path)
     if not shutil.which("gnuplot"):
         print("report: gnuplot not found; no chart (Debian: apt-get install gnuplot-nox)", file=sys.stderr)
-        if os.path.exists(path):
-            os.remove(path)
         return
     base = os.path.splitext(path)[0]
     with open(base + ".dat", "w") as f:
@@ -436,9 +437,6 @@ plot "{base}.dat" using 1:3:5:xtic(2) with boxes lc rgb variable, \\
     r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
     if r.returncode != 0:
         print("report: gnuplot failed: " + r.stderr, file=sys.stderr)
-        # No chart rather than one of another run.
-        if os.path.exists(path):
-            os.remove(path)
     else:
         os.remove(base + ".dat")
 

@@ -138,16 +138,12 @@ else
 fi >>"$info"
 echo "duration: $(($(date +%s) - start)) s" >>"$info"
 
-# The chart needs gnuplot (installed now, after the measurements, when
-# missing and root); without it the old chart goes, so it never shows
-# another run than latest.md.
+# The chart needs gnuplot: installed now, after the measurements, when
+# missing and root (report.py removes an old chart it cannot replace).
 chart=""
 if [ "$mode" = full ]; then
-    if ./ensure-deb.sh gnuplot-nox "the chart" sh -c 'command -v gnuplot'; then
-        chart="--chart results/ratios.png"
-    else
-        rm -f results/ratios.png
-    fi
+    ./ensure-deb.sh gnuplot-nox "the chart" sh -c 'command -v gnuplot' || true
+    chart="--chart results/ratios.png"
 fi
 if ! python3 report.py --raw "$raw" --machine "$info" --callgrind "$cgdir" --calls "$calls" \
     --out "results/$name.md" $chart --failed "$failed"; then

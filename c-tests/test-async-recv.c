@@ -229,10 +229,10 @@ TEST_IMPL(untimed_blocking_recv_then_calls_that_must_not_wait) {
   ASSERT_OK(sock_set_option(h, SOCK_OPT_RECV_TIMEOUT_MS, 50));
   ASSERT_STATUS(SOCK_TIMED_OUT, sock_recv(h, buf, sizeof buf, 0, &n));
   ASSERT_OK(sock_set_option(h, SOCK_OPT_SEND_TIMEOUT_MS, 50));
-  /* The full buffer can take a little more later (the peer's kernel
-   * compacts its receive queue and reopens the window): each timed send
-   * either fits at once or times out, and within a few the buffer is full
-   * again. Neither may wait in the kernel (the test would hang). */
+  /* The full buffer can take more later (with a 1.5 s pause after the
+   * fill, 4096 more bytes went in every time): each timed send either
+   * fits at once or times out, and within a few the buffer is full again.
+   * Neither may wait in the kernel (the test would hang). */
   for (int i = 0; i < 100 && (s = sock_send(h, big, 4096, 0, &sent)) == SOCK_OK; i++)
     ASSERT_UEQ(sent, 4096);
   ASSERT_STATUS(SOCK_TIMED_OUT, s);
