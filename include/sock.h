@@ -106,9 +106,17 @@
 
 /*
  SO_LINGER in ms, rounded up to whole seconds; -1 (default) turns it off,
- 0 makes close reset the connection.
+ 0 makes close reset the connection. Set accepts -1 and
+ 0..SOCK_LINGER_MS_MAX; get reports whole seconds times 1000, a value set
+ accepts back unchanged.
  */
 #define SOCK_OPT_LINGER_MS 10
+
+/*
+ The largest `SOCK_OPT_LINGER_MS`: INT32_MAX seconds (SO_LINGER counts
+ whole seconds in an int).
+ */
+#define SOCK_LINGER_MS_MAX 2147483647000
 
 /*
  1 (default): an async operation that finishes inside its call returns
@@ -814,7 +822,8 @@ sock_status sock_peer_address(sock_handle h, char *buf, size_t cap, size_t *len)
 /*
  Sets a SOCK_OPT_* option. Booleans take 0 or 1; timeouts 0..INT32_MAX ms
  (0 = wait forever); buffer sizes 1..INT32_MAX; LINGER_MS -1 (off) or
- 0..INT32_MAX.
+ 0..SOCK_LINGER_MS_MAX. Every value `sock_get_option` reports is accepted
+ here and reads back the same (save and restore work).
  Errors: SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (unknown option, value
  out of range), SOCK_PROTOCOL_OPTION (option not for this protocol),
  OS errors.

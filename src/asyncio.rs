@@ -1,70 +1,236 @@
 //! The async path: submitting sends and receives (the three-way return),
-//! flushing pending ones when the engine sees readiness, deadlines,
-//! cancellation, and aborting everything on close, shutdown or engine free.
+//! moving pending ones on when their loop sees readiness, deadlines,
+//! cancellation, and ending everything on close or engine free.
 //!
 //! Every function here holds the socket's queue lock while it touches the
 //! queue or the kernel (all system calls are non-blocking), and hands
-//! completions to the socket's engine loop under that lock, so callbacks
-//! of one socket run in submission order. No callback runs here.
+//! completions to the socket's *home* loop (`QueueState::home`) under that
+//! lock, so callbacks of one socket run in submission order, on the engine
+//! the socket belongs to when they complete. No callback runs here.
+//!
+//! Life-cycle rules that hold by construction:
+//! - a submission and `sock_close` are ordered by the queue lock: close
+//!   marks the queue closed under it, and every submission checks that
+//!   under the same lock before it queues anything (`home_loop`);
+//! - an operation is complete when a `QueueState` method hands it to the
+//!   sink, and only then; `settle` runs after every change and removes what
+//!   the socket no longer needs (its one timer entry);
+//! - loops call in through [`HANDLER`] with the token (handle) they know
+//!   the socket by, and a loop that is not the socket's home is ignored.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{default_engine, Loop};
+use parking_lot::Mutex;
+
+use crate::completion::{Callback, Completion, CompletionFn, UserData};
+use crate::engine::{Engine, Handler, Loop};
+use crate::fork;
 use crate::handle::sock_handle;
 use crate::io::{self, IOV_MAX};
-use crate::queue::{
-    Callback, Completion, CompletionFn, QueueGuard, QueueState, RecvOp, Seg, SendOp, UserData,
-};
+use crate::queue::{QueueGuard, QueueState, RecvOp, Seg, SendOp};
 use crate::socket::{Kind, Socket};
 use crate::status::{
     report, sock_status, Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_MESSAGE_SIZE,
-    SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_OPERATION_NOT_SUPPORTED, SOCK_TIMED_OUT,
+    SOCK_NOT_SOCKET, SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_OPERATION_NOT_SUPPORTED, SOCK_TIMED_OUT,
 };
+use crate::table;
 use crate::trace;
 
+/// Internal status of a submission that needs the default engine while it
+/// is not running: nothing was done, and `submit` starts the engine outside
+/// every lock and runs the submission again. Never reaches C.
+const NEEDS_DEFAULT_ENGINE: sock_status = i32::MIN;
+
+/// What every loop calls for the sockets it serves.
+pub struct SocketHandler;
+
+/// The handler engines are created with.
+pub static HANDLER: SocketHandler = SocketHandler;
+
+impl Handler for SocketHandler {
+    fn ready(&self, lp: &Loop, token: u64, readable: bool, writable: bool) {
+        let Some(sock) = table::lookup(token) else {
+            return;
+        };
+        if writable {
+            flush_sends(&sock, token, lp);
+        }
+        if readable {
+            flush_recvs(&sock, token, lp);
+        }
+    }
+
+    fn kicked(&self, lp: &Loop, token: u64) {
+        if let Some(sock) = table::lookup(token) {
+            flush_sends(&sock, token, lp);
+        }
+    }
+
+    fn deadline(&self, lp: &Loop, token: u64, now: Instant) {
+        if let Some(sock) = table::lookup(token) {
+            expire(&sock, token, lp, now);
+        }
+    }
+
+    fn engine_freed(&self, lp: &Loop, token: u64) {
+        if let Some(sock) = table::lookup(token) {
+            let mut q = sock.queue.lock();
+            if is_home(&q, lp) {
+                // The socket stays bound to the stopped loop, so its later
+                // async calls fail with SOCK_OPERATION_ABORTED until
+                // `sock_attach` gives it another engine.
+                end_pending(&mut q, &sock, token, lp);
+            }
+        }
+    }
+}
+
+// ---- the default engine ------------------------------------------------
+
+/// The default engine, once started (a fork child's slot may hold its
+/// parent's, which it never touches).
+static DEFAULT: Mutex<Option<Arc<Engine>>> = Mutex::new(None);
+
+/// The default engine if it is running in this process (never starts it).
+fn default_engine_running() -> Option<Arc<Engine>> {
+    DEFAULT
+        .lock()
+        .as_ref()
+        .filter(|e| e.in_this_process())
+        .cloned()
+}
+
+/// The engine async operations use when their socket was never attached:
+/// started on first use, with one I/O thread, for the life of the process
+/// (a fork child starts its own). Never call it with a socket's queue lock
+/// or a table lock held: it may start a thread.
+pub fn default_engine() -> Result<Arc<Engine>> {
+    static HOOKS: std::sync::Once = std::sync::Once::new();
+    HOOKS.call_once(|| {
+        fork::register(
+            fork::Rank::DefaultEngine,
+            fork::Hooks {
+                prepare: || std::mem::forget(DEFAULT.lock()),
+                // SAFETY: `prepare` took the lock in this thread and forgot
+                // its guard.
+                parent: || unsafe { DEFAULT.force_unlock() },
+                // SAFETY: as for `parent` (the child's only thread is the
+                // one that forked).
+                child: || unsafe { DEFAULT.force_unlock() },
+            },
+        )
+    });
+    let mut slot = DEFAULT.lock();
+    match slot.take() {
+        Some(e) if e.in_this_process() => {
+            *slot = Some(e.clone());
+            return Ok(e);
+        }
+        // The parent's: its thread is not in this process and its
+        // descriptors are shared with the parent; never touch it again.
+        Some(e) => std::mem::forget(e),
+        None => {}
+    }
+    let engine = Engine::new(1, &HANDLER)?;
+    *slot = Some(engine.clone());
+    Ok(engine)
+}
+
+// ---- submission --------------------------------------------------------
+
+/// Runs a submission on the socket `h` names, under the handle table's
+/// read lock (so it never takes a reference to the socket). When it needs
+/// the default engine and that is not running, it did nothing: the engine
+/// is started here, outside every lock, and the submission runs again.
+pub fn submit(
+    h: sock_handle,
+    mut f: impl FnMut(&Arc<Socket>) -> (sock_status, usize),
+) -> (sock_status, usize) {
+    for _ in 0..3 {
+        match table::with(h, &mut f) {
+            None => return (SOCK_NOT_SOCKET, 0),
+            Some((NEEDS_DEFAULT_ENGINE, _)) => {
+                if let Err(e) = default_engine() {
+                    return (report(e), 0);
+                }
+            }
+            Some(outcome) => return outcome,
+        }
+    }
+    // The default engine was started and stopped again twice meanwhile.
+    (SOCK_OPERATION_ABORTED, 0)
+}
+
+/// `lp` is the socket's home loop.
+fn is_home(q: &QueueState, lp: &Loop) -> bool {
+    q.home
+        .as_ref()
+        .is_some_and(|home| std::ptr::eq(&**home, lp))
+}
+
 /// The loop this socket's operations complete on, binding it to the
-/// default engine on first use.
-fn bound_loop(q: &mut QueueState) -> Result<Arc<Loop>> {
-    if let Some(e) = engine_unusable(q) {
-        return Err(e);
+/// default engine on first use. Fails with SOCK_NOT_SOCKET once closed,
+/// SOCK_OPERATION_ABORTED when its engine was freed,
+/// SOCK_OPERATION_NOT_SUPPORTED when it belongs to the parent of this fork
+/// child, and `NEEDS_DEFAULT_ENGINE` (nothing done) when the default
+/// engine must be started first.
+fn home_loop(q: &mut QueueState, h: sock_handle) -> Result<Arc<Loop>> {
+    if q.closed {
+        return Err(Error::new(SOCK_NOT_SOCKET));
     }
-    if let Some(lp) = &q.engine {
-        return Ok(lp.clone());
+    if let Some(lp) = &q.home {
+        return if !lp.in_this_process() {
+            Err(Error::new(SOCK_OPERATION_NOT_SUPPORTED))
+        } else if lp.is_stopped() {
+            Err(Error::new(SOCK_OPERATION_ABORTED))
+        } else {
+            Ok(lp.clone())
+        };
     }
-    let lp = default_engine()?.pick_loop();
-    q.engine = Some(lp.clone());
+    let Some(engine) = default_engine_running() else {
+        return Err(Error::new(NEEDS_DEFAULT_ENGINE));
+    };
+    let lp = engine.pick_loop();
+    lp.join(h)?;
+    q.home = Some(lp.clone());
+    q.token = Some(h);
     Ok(lp)
 }
 
-/// Why the socket's engine cannot take its async calls: it was freed
-/// (`SOCK_OPERATION_ABORTED` until the socket is attached to another), or it
-/// belongs to the parent of this fork child (`SOCK_OPERATION_NOT_SUPPORTED`).
-fn engine_unusable(q: &QueueState) -> Option<Error> {
-    let lp = q.engine.as_ref()?;
-    if !lp.in_this_process() {
-        Some(Error::new(SOCK_OPERATION_NOT_SUPPORTED))
-    } else if lp.is_stopped() {
-        Some(Error::new(SOCK_OPERATION_ABORTED))
-    } else {
-        None
-    }
-}
-
-/// The bound loop, with the socket registered for readiness (once).
-fn registered_loop(q: &mut QueueState, sock: &Socket, h: sock_handle) -> Result<Arc<Loop>> {
-    let lp = bound_loop(q)?;
-    if q.registered.is_none() {
+/// The home loop, with the socket's descriptor registered with it (once).
+fn registered_home(q: &mut QueueState, sock: &Socket, h: sock_handle) -> Result<Arc<Loop>> {
+    let lp = home_loop(q, h)?;
+    if !q.registered {
         lp.register(sock.fd(), h)?;
-        q.registered = Some(h);
+        q.registered = true;
     }
     Ok(lp)
 }
 
 /// The deadline of an operation going pending now (the clock is read only
-/// when a timeout is set, never on the inline fast path).
+/// when a timeout is set, never on the inline fast path). It is fixed
+/// here, with the timeout in force at submission.
 fn deadline_after(timeout_ms: u32) -> Option<Instant> {
     (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms.into()))
+}
+
+/// Keeps the socket's one timer entry at or before a new deadline.
+fn arm_deadline(q: &mut QueueState, lp: &Loop, h: sock_handle, at: Instant) {
+    if q.timer_at.map_or(true, |t| at < t) {
+        lp.set_timer(h, q.timer_at, Some(at));
+        q.timer_at = Some(at);
+    }
+}
+
+/// After any change to the queue: wakes the blocking sender whose turn it
+/// is, and drops the timer entry once nothing is pending (a completed
+/// operation leaves nothing behind).
+fn settle(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) {
+    sock.queue.wake_waiter(q);
+    if q.timer_at.is_some() && !q.has_pending() {
+        lp.set_timer(h, q.timer_at.take(), None);
+    }
 }
 
 /// Reports an operation that finished inside its call: `SOCK_OK` (no
@@ -81,7 +247,7 @@ fn finished_inline(
     if sock.options.inline_completion() {
         return status;
     }
-    match bound_loop(q) {
+    match home_loop(q, h) {
         Ok(lp) => {
             lp.push(Completion {
                 handle: h,
@@ -104,15 +270,16 @@ pub struct SendRequest<'a> {
     pub callback: Callback,
 }
 
-/// `sock_send_async` / `sock_sendv_async`: tries the send inline when the
-/// socket's queue is idle, and queues the rest. Returns the status and the
-/// bytes sent inside the call.
+/// `sock_send_async` / `sock_sendv_async`: binds the socket to its engine
+/// before the first byte goes (a socket that cannot have one sends
+/// nothing), tries the send inline when the queue is idle, and queues the
+/// rest. Returns the status and the bytes sent inside the call.
 pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_status, usize) {
     if let Err(e) = io::check_can_send(sock, req.iov.len(), false) {
         return (report(e), 0);
     }
-    let q = sock.queue.lock();
-    if let Some(e) = engine_unusable(&q) {
+    let mut q = sock.queue.lock();
+    if let Err(e) = home_loop(&mut q, h) {
         return (report(e), 0);
     }
     // The fast path: one system call, and usually that is all.
@@ -123,9 +290,10 @@ pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_
 }
 
 /// `sock_send_async`'s common case on one short code path: one buffer, no
-/// flags, a connected stream with an idle queue, inline completion on.
-/// `None` when that does not hold (nothing was done: `send_async` decides);
-/// otherwise the call's outcome, as `send_async` reports it.
+/// flags, a connected stream bound to a usable engine with an idle queue,
+/// inline completion on. `None` when that does not hold (nothing was done:
+/// `send_async` decides); otherwise the call's outcome, as `send_async`
+/// reports it.
 #[inline]
 pub fn send_async_one(
     sock: &Socket,
@@ -138,7 +306,11 @@ pub fn send_async_one(
         return None;
     }
     let len = one[0].iov_len;
-    let (q, first) = io::first_send_one(sock, one, |q| engine_unusable(q).is_none())?;
+    let (q, first) = io::first_send_one(sock, one, |q| {
+        q.home
+            .as_ref()
+            .is_some_and(|lp| lp.in_this_process() && !lp.is_stopped())
+    })?;
     match first {
         Ok(n) if n == len => Some((SOCK_OK, n)),
         first => {
@@ -168,7 +340,7 @@ fn after_first_try(
     sock: &Socket,
     h: sock_handle,
     req: SendRequest<'_>,
-    mut first: Option<Result<usize>>,
+    first: Option<Result<usize>>,
 ) -> (sock_status, usize) {
     let SendRequest {
         iov,
@@ -176,12 +348,6 @@ fn after_first_try(
         os_flags,
         callback,
     } = req;
-    while let Some(Err(e)) = &first {
-        if e.errno != libc::EINTR {
-            break;
-        }
-        first = Some(io::send_once(sock, io::first_window(iov), None, os_flags));
-    }
     let mut sent = 0;
     match first {
         None => {}
@@ -203,21 +369,23 @@ fn after_first_try(
         Some(Err(e)) if e.errno == libc::EAGAIN => {}
         Some(Err(e)) => return (report(sock.fail(e)), 0),
     }
-    let lp = match registered_loop(&mut q, sock, h) {
+    let lp = match registered_home(&mut q, sock, h) {
         Ok(lp) => lp,
+        // Only registering the descriptor can fail here (the loop was
+        // bound before the first byte went): `sent` says what went.
         Err(e) => return (report(e), sent),
     };
     let deadline = deadline_after(sock.options.send_timeout_ms());
-    let op = SendOp::new(total, sent, os_flags, deadline, callback);
-    q.push_send(op, iov);
+    q.push_send(SendOp::new(total, sent, os_flags, deadline, callback), iov);
     if let Some(at) = deadline {
-        lp.add_timer(at, h);
+        arm_deadline(&mut q, &lp, h, at);
     }
     (SOCK_IO_PENDING, sent)
 }
 
 /// `sock_recv_async`: receives inline when nothing is queued and data (or
-/// end of stream) is there, else queues the receive.
+/// end of stream) is there, else queues the receive. `cap` >= 1 (checked
+/// at the boundary).
 pub fn recv_async(
     sock: &Socket,
     h: sock_handle,
@@ -227,8 +395,8 @@ pub fn recv_async(
     callback: Callback,
 ) -> (sock_status, usize) {
     let mut q = sock.queue.lock();
-    if let Some(e) = engine_unusable(&q) {
-        return (report(e), 0);
+    if q.closed {
+        return (SOCK_NOT_SOCKET, 0);
     }
     if !q.has_recvs() {
         match io::recv_once(sock, buf, cap, os_flags, false) {
@@ -243,11 +411,11 @@ pub fn recv_async(
                     r.len,
                 );
             }
-            Err(e) if e.errno == libc::EAGAIN || e.errno == libc::EINTR => {}
+            Err(e) if e.errno == libc::EAGAIN => {}
             Err(e) => return (report(e), 0),
         }
     }
-    let lp = match registered_loop(&mut q, sock, h) {
+    let lp = match registered_home(&mut q, sock, h) {
         Ok(lp) => lp,
         Err(e) => return (report(e), 0),
     };
@@ -262,10 +430,12 @@ pub fn recv_async(
         callback,
     });
     if let Some(at) = deadline {
-        lp.add_timer(at, h);
+        arm_deadline(&mut q, &lp, h, at);
     }
     (SOCK_IO_PENDING, 0)
 }
+
+// ---- moving pending operations on (called by the home loop) -------------
 
 /// A sink that queues completions of socket `h` on loop `lp`.
 fn sink_to(lp: &Loop, h: sock_handle) -> impl FnMut(Callback, sock_status, usize) + '_ {
@@ -281,10 +451,11 @@ fn sink_to(lp: &Loop, h: sock_handle) -> impl FnMut(Callback, sock_status, usize
 
 /// Hands pending sends to the kernel — several small ones per `writev` —
 /// until the kernel is full or the queue reaches a blocking sender.
-pub fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
+fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
     let mut q = sock.queue.lock();
-    if q.busy {
-        // A blocking sender writes; it hands over to us when it is done.
+    if q.turn_taken || !is_home(&q, lp) {
+        // A blocking sender writes (it hands over to us when it is done),
+        // or the socket has left this loop.
         return;
     }
     let datagram = sock.kind == Kind::Dgram;
@@ -311,13 +482,19 @@ pub fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
                     break;
                 }
             }
-            Err(e) if e.errno == libc::EINTR => {}
             Err(e) if e.errno == libc::EAGAIN => {
                 if retrying {
                     q.pacing.retried(0);
                 }
                 break;
             }
+            // A datagram the kernel refuses fails alone; the ones behind
+            // it go on.
+            Err(e) if datagram => {
+                let status = sock.fail(e).status;
+                q.complete_front_send(status, Some(0), &mut sink);
+            }
+            // A stream's error is the connection's: every send ends with it.
             Err(e) => {
                 let status = sock.fail(e).status;
                 q.drain_sends(status, &mut sink);
@@ -325,12 +502,15 @@ pub fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
             }
         }
     }
-    sock.queue.wake_waiter(&q);
+    settle(&mut q, sock, h, lp);
 }
 
 /// Completes pending receives with whatever arrived, in order.
-pub fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
+fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
     let mut q = sock.queue.lock();
+    if !is_home(&q, lp) {
+        return;
+    }
     let mut sink = sink_to(lp, h);
     while let Some(op) = q.front_recv() {
         let (buf, cap, flags) = (
@@ -349,7 +529,6 @@ pub fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
                     sink(op.callback, status, r.len);
                 }
             }
-            Err(e) if e.errno == libc::EINTR => {}
             Err(e) if e.errno == libc::EAGAIN => break,
             Err(e) => {
                 q.drain_recvs(e.status, &mut sink);
@@ -357,20 +536,28 @@ pub fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
             }
         }
     }
+    settle(&mut q, sock, h, lp);
 }
 
 /// Completes the socket's operations whose deadline passed with
-/// `SOCK_TIMED_OUT`; those queued behind them go on.
-pub fn expire(sock: &Socket, h: sock_handle, lp: &Loop, now: Instant) {
+/// `SOCK_TIMED_OUT`; those queued behind them go on, and the socket's timer
+/// entry moves to the earliest deadline left.
+fn expire(sock: &Socket, h: sock_handle, lp: &Loop, now: Instant) {
     let mut q = sock.queue.lock();
-    let mut sink = sink_to(lp, h);
-    q.expire(now, SOCK_TIMED_OUT, &mut sink);
-    sock.queue.wake_waiter(&q);
-    if !q.busy && q.send_at_front() {
+    if !is_home(&q, lp) {
+        return;
+    }
+    let next = q.expire(now, SOCK_TIMED_OUT, &mut sink_to(lp, h));
+    lp.set_timer(h, q.timer_at, next);
+    q.timer_at = next;
+    settle(&mut q, sock, h, lp);
+    if !q.turn_taken && q.send_at_front() {
         // The expired front may have left a send that can go now.
         lp.kick(h);
     }
 }
+
+// ---- ending operations: cancel, close, engine free ----------------------
 
 /// `sock_cancel_sends`: completes every pending send with
 /// `SOCK_OPERATION_ABORTED` and its partial count.
@@ -379,75 +566,79 @@ pub fn cancel_sends(sock: &Socket, h: sock_handle) {
     if forget_parents(&mut q) {
         return;
     }
-    if let Some(lp) = q.engine.clone() {
+    if let Some(lp) = q.home.clone() {
         q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink_to(&lp, h));
+        settle(&mut q, sock, h, &lp);
     }
-    sock.queue.wake_waiter(&q);
 }
 
 /// In a fork child, operations pending in the parent's loop are the
 /// parent's: the child forgets them (their callbacks run in the parent)
-/// and leaves the parent's epoll set and eventfd alone.
+/// and leaves the parent's epoll set, eventfd and timers alone.
 fn forget_parents(q: &mut QueueState) -> bool {
-    if q.engine.as_ref().is_some_and(|lp| !lp.in_this_process()) {
+    if q.home.as_ref().is_some_and(|lp| !lp.in_this_process()) {
         q.drain_sends(SOCK_OPERATION_ABORTED, &mut |_, _, _| {});
         q.drain_recvs(SOCK_OPERATION_ABORTED, &mut |_, _, _| {});
-        q.registered = None;
-        q.engine = None;
+        q.home = None;
+        q.token = None;
+        q.registered = false;
+        q.timer_at = None;
         return true;
     }
     false
 }
 
 /// Ends every pending operation of the socket with
-/// `SOCK_OPERATION_ABORTED` (callbacks on `lp`) and takes the socket out of
-/// `lp`'s poller. Once the queue lock is released, no operation of the
-/// socket touches its buffer again.
-fn abort_pending(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) {
+/// `SOCK_OPERATION_ABORTED` (callbacks on its home `lp`), takes the socket
+/// out of `lp`'s poller and drops its timer entry. Once the queue lock is
+/// released, no operation of the socket touches its buffer again.
+fn end_pending(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) {
     let mut sink = sink_to(lp, h);
     q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
     q.drain_recvs(SOCK_OPERATION_ABORTED, &mut sink);
-    if q.registered.take().is_some() {
-        lp.deregister(sock.fd(), h);
+    if std::mem::take(&mut q.registered) {
+        lp.deregister(sock.fd());
     }
-    sock.queue.wake_waiter(q);
+    settle(q, sock, h, lp);
 }
 
-/// Close: every pending operation ends with `SOCK_OPERATION_ABORTED` and
-/// the socket leaves its loop.
-pub fn abort_all(sock: &Socket, h: sock_handle) {
+/// Close, before the handle leaves the table: marks the queue closed (no
+/// submission queues anything from now on), ends every pending operation
+/// with `SOCK_OPERATION_ABORTED` and takes the socket out of its loop.
+pub fn close(sock: &Socket, h: sock_handle) {
     let mut q = sock.queue.lock();
+    q.closed = true;
     if forget_parents(&mut q) {
         return;
     }
-    if let Some(lp) = q.engine.clone() {
-        abort_pending(&mut q, sock, h, &lp);
+    if let Some(lp) = q.home.take() {
+        end_pending(&mut q, sock, h, &lp);
+        lp.leave(h, q.timer_at.take());
+        q.token = None;
     }
 }
 
-/// Engine free: as `abort_all`, but the socket stays bound to the stopped
-/// loop, so its later async calls fail with `SOCK_OPERATION_ABORTED`.
-pub fn detach(sock: &Socket, h: sock_handle, lp: &Loop) {
-    abort_pending(&mut sock.queue.lock(), sock, h, lp);
-}
-
-/// `sock_attach`: binds an idle socket to another engine's loop.
-pub fn attach(sock: &Socket, lp: Arc<Loop>) -> Result<()> {
+/// `sock_attach`: binds a socket with nothing pending to `lp`.
+pub fn attach(sock: &Socket, h: sock_handle, lp: Arc<Loop>) -> Result<()> {
     let mut q = sock.queue.lock();
+    if q.closed {
+        return Err(Error::new(SOCK_NOT_SOCKET));
+    }
     if !lp.in_this_process() {
         return Err(Error::new(SOCK_OPERATION_NOT_SUPPORTED));
     }
     forget_parents(&mut q);
-    if q.has_pending() {
+    if q.has_pending() || lp.is_stopped() {
         return Err(Error::new(SOCK_INVALID_ARGUMENT));
     }
-    if lp.is_stopped() {
-        return Err(Error::new(SOCK_INVALID_ARGUMENT));
+    if let Some(old) = q.home.take() {
+        if std::mem::take(&mut q.registered) {
+            old.deregister(sock.fd());
+        }
+        old.leave(h, q.timer_at.take());
     }
-    let registered = q.registered.take();
-    if let (Some(old), Some(h)) = (&q.engine, registered) {
-        old.deregister(sock.fd(), h);
-    }
-    q.engine = Some(lp);
+    lp.join(h)?;
+    q.home = Some(lp);
+    q.token = Some(h);
     Ok(())
 }

@@ -8,26 +8,30 @@
 //! inside `sock_engine_poll`, on the caller's thread, and whose epoll
 //! descriptor is readable whenever a poll has work.
 //!
+//! A loop knows no socket type: it names what it serves by a `u64` token
+//! (the socket's handle) and hands readiness, deadlines, flush requests
+//! and engine free to the [`Handler`] it was created with (libuv's
+//! `uv__io_t.cb`, mio's `Token`).
+//!
 //! Callbacks run with no lock of the library held except the loop's
 //! poller, which no other call waits for (a nested `sock_engine_poll` gets
-//! `SOCK_ALREADY_IN_PROGRESS`), so a callback may call anything.
+//! `SOCK_ALREADY_IN_PROGRESS`) except `sock_engine_free` from another
+//! thread, which waits for a running poll to end; so a callback may call
+//! anything.
 
 use std::cell::Cell;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::asyncio;
+use crate::completion::Completion;
 use crate::fork;
-use crate::handle::{self, sock_handle};
-use crate::queue::Completion;
 use crate::status::{
     Error, Result, SOCK_ALREADY_IN_PROGRESS, SOCK_INVALID_ARGUMENT, SOCK_OPERATION_ABORTED,
 };
@@ -41,15 +45,36 @@ const MAX_CALLBACKS_PER_RUN: usize = 65_536;
 /// Most threads `sock_engine_new` accepts.
 pub const SOCK_ENGINE_MAX_THREADS: u32 = 256;
 
+/// What a loop calls for the things it serves; it never names them.
+pub trait Handler: Sync {
+    /// `token` became readable and/or writable (errors and hang-ups count
+    /// as both).
+    fn ready(&self, lp: &Loop, token: u64, readable: bool, writable: bool);
+    /// Someone asked (`Loop::kick`) for `token`'s pending sends to be flushed.
+    fn kicked(&self, lp: &Loop, token: u64);
+    /// The deadline `token` registered with `Loop::set_timer` passed.
+    fn deadline(&self, lp: &Loop, token: u64, now: Instant);
+    /// The engine is being freed: end everything `token` has pending here.
+    fn engine_freed(&self, lp: &Loop, token: u64);
+}
+
 thread_local! {
     /// The loop whose callbacks or events this thread is processing.
     static CURRENT_LOOP: Cell<*const Loop> = const { Cell::new(std::ptr::null()) };
 }
 
 struct Poller {
-    poll: Poll,
+    /// `None` once the engine was freed (the epoll descriptor is closed).
+    poll: Option<Poll>,
     events: Events,
-    due: Vec<sock_handle>,
+    due: Vec<u64>,
+}
+
+/// The loop's descriptors other than the epoll one: released at engine free.
+struct LoopOs {
+    registry: Registry,
+    waker: Waker,
+    timer: OwnedFd,
 }
 
 #[derive(Default)]
@@ -57,27 +82,27 @@ struct LoopState {
     completions: VecDeque<Completion>,
     /// Reused buffer for the completions being run.
     spare: VecDeque<Completion>,
-    /// Sockets whose pending sends need a flush without a readiness event.
-    kicked: Vec<sock_handle>,
-    timers: BinaryHeap<Reverse<(Instant, sock_handle)>>,
+    /// Tokens whose pending sends need a flush without a readiness event.
+    kicked: Vec<u64>,
+    /// One entry per token with a deadline (see `set_timer`).
+    timers: BTreeSet<(Instant, u64)>,
     armed: Option<Instant>,
-    /// Sockets registered with this loop.
-    attached: HashSet<sock_handle>,
+    /// Tokens bound to this loop (`join`): what engine free must end.
+    members: HashSet<u64>,
     /// A wake-up is already on its way.
     woken: bool,
+    os: Option<LoopOs>,
 }
 
 /// One event loop.
 pub struct Loop {
+    handler: &'static dyn Handler,
     poller: Mutex<Poller>,
-    registry: Registry,
-    waker: Waker,
-    timer: OwnedFd,
     state: Mutex<LoopState>,
     /// The engine was freed: no new operation may start here.
     stopped: AtomicBool,
-    /// The loop's thread should finish (after `stopped`, once every
-    /// pending operation was aborted).
+    /// The loop's thread should finish (set after every member's
+    /// operations were ended).
     exit: AtomicBool,
     /// The fork generation of the process that created the loop. In a fork
     /// child the loop's threads do not exist and its epoll set and eventfd
@@ -87,7 +112,7 @@ pub struct Loop {
 }
 
 impl Loop {
-    fn new() -> Result<Arc<Loop>> {
+    fn new(handler: &'static dyn Handler) -> Result<Arc<Loop>> {
         fork::watch();
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
@@ -107,20 +132,29 @@ impl Loop {
         registry.register(&mut SourceFd(&tfd), TIMER, Interest::READABLE)?;
         let epoll_fd = poll.as_raw_fd();
         Ok(Arc::new(Loop {
+            handler,
             poller: Mutex::new(Poller {
-                poll,
+                poll: Some(poll),
                 events: Events::with_capacity(1024),
                 due: Vec::new(),
             }),
-            registry,
-            waker,
-            timer,
-            state: Mutex::new(LoopState::default()),
+            state: Mutex::new(LoopState {
+                os: Some(LoopOs {
+                    registry,
+                    waker,
+                    timer,
+                }),
+                ..LoopState::default()
+            }),
             stopped: AtomicBool::new(false),
             exit: AtomicBool::new(false),
             born: fork::generation(),
             epoll_fd,
         }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, LoopState> {
+        sync::lock(&self.state)
     }
 
     /// False in a fork child for a loop of the parent's.
@@ -133,68 +167,100 @@ impl Loop {
         self.stopped.load(Ordering::Acquire)
     }
 
-    fn on_this_thread(&self) -> bool {
+    /// This thread is running this loop (a callback or an event of it).
+    pub fn on_this_thread(&self) -> bool {
         CURRENT_LOOP.with(|c| std::ptr::eq(c.get(), self))
     }
 
     fn wake(&self, st: &mut LoopState) {
         if !st.woken && !self.on_this_thread() {
             st.woken = true;
-            // An eventfd write; failing means the loop is awake anyway.
-            let _ = self.waker.wake();
+            if let Some(os) = &st.os {
+                // An eventfd write; failing means the loop is awake anyway.
+                let _ = os.waker.wake();
+            }
         }
     }
 
-    /// Registers a socket's descriptor, edge-triggered for both directions.
+    /// Binds `token` to this loop: engine free will end its operations.
     /// Fails with `SOCK_OPERATION_ABORTED` once the engine was freed
-    /// (checked under the state lock that `Engine::shut_down` takes, so a
-    /// socket is either seen by the shutdown or refused).
-    pub fn register(&self, fd: RawFd, h: sock_handle) -> Result<()> {
-        let mut st = sync::lock(&self.state);
+    /// (checked under the state lock that `stop` takes, so a token is
+    /// either seen by the free or refused).
+    pub fn join(&self, token: u64) -> Result<()> {
+        let mut st = self.state();
         if self.is_stopped() {
             return Err(Error::new(SOCK_OPERATION_ABORTED));
         }
-        self.registry.register(
-            &mut SourceFd(&fd),
-            Token(h as usize),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        st.attached.insert(h);
+        st.members.insert(token);
         Ok(())
     }
 
-    pub fn deregister(&self, fd: RawFd, h: sock_handle) {
+    /// Unbinds `token` (close, attach elsewhere): forgets its timer too.
+    pub fn leave(&self, token: u64, timer: Option<Instant>) {
+        let mut st = self.state();
+        st.members.remove(&token);
+        if let Some(at) = timer {
+            st.timers.remove(&(at, token));
+        }
+    }
+
+    /// Registers a descriptor for `token`, edge-triggered for both directions.
+    pub fn register(&self, fd: RawFd, token: u64) -> Result<()> {
+        let st = self.state();
+        if self.is_stopped() {
+            return Err(Error::new(SOCK_OPERATION_ABORTED));
+        }
+        let Some(os) = &st.os else {
+            return Err(Error::new(SOCK_OPERATION_ABORTED));
+        };
+        os.registry.register(
+            &mut SourceFd(&fd),
+            Token(token as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        Ok(())
+    }
+
+    pub fn deregister(&self, fd: RawFd) {
         // The descriptor is still open (its socket holds it), so this
         // cannot fail in a way that matters.
-        let _ = self.registry.deregister(&mut SourceFd(&fd));
-        sync::lock(&self.state).attached.remove(&h);
+        if let Some(os) = &self.state().os {
+            let _ = os.registry.deregister(&mut SourceFd(&fd));
+        }
     }
 
     /// Queues a completion for its callback to run on this loop.
     pub fn push(&self, completion: Completion) {
-        let mut st = sync::lock(&self.state);
+        let mut st = self.state();
         st.completions.push_back(completion);
         self.wake(&mut st);
     }
 
-    /// Asks the loop to flush a socket's pending sends.
-    pub fn kick(&self, h: sock_handle) {
-        let mut st = sync::lock(&self.state);
-        st.kicked.push(h);
+    /// Asks the loop to flush `token`'s pending sends.
+    pub fn kick(&self, token: u64) {
+        let mut st = self.state();
+        st.kicked.push(token);
         self.wake(&mut st);
     }
 
-    /// Makes the loop look at socket `h` when `at` passes.
-    pub fn add_timer(&self, at: Instant, h: sock_handle) {
-        let mut st = sync::lock(&self.state);
-        st.timers.push(Reverse((at, h)));
-        if st.armed.map_or(true, |armed| at < armed) {
-            st.armed = Some(at);
-            self.arm(at);
+    /// Moves `token`'s one timer entry from `old` to `new` (either may be
+    /// `None`); when `new` passes, the handler's `deadline` runs once.
+    pub fn set_timer(&self, token: u64, old: Option<Instant>, new: Option<Instant>) {
+        let mut st = self.state();
+        if let Some(at) = old {
+            st.timers.remove(&(at, token));
+        }
+        if let Some(at) = new {
+            st.timers.insert((at, token));
+            if st.armed.map_or(true, |armed| at < armed) {
+                st.armed = Some(at);
+                Self::arm(&st, at);
+            }
         }
     }
 
-    fn arm(&self, at: Instant) {
+    fn arm(st: &LoopState, at: Instant) {
+        let Some(os) = &st.os else { return };
         // At least 1 ns: an all-zero it_value would disarm the timer.
         let d = at
             .saturating_duration_since(Instant::now())
@@ -210,7 +276,7 @@ impl Loop {
             },
         };
         // SAFETY: `spec` is a valid itimerspec and the descriptor is ours.
-        unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        unsafe { libc::timerfd_settime(os.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
     }
 
     /// The descriptor a program may poll: readable when `run_once` has work.
@@ -219,91 +285,103 @@ impl Loop {
     }
 
     /// One loop iteration: waits up to `timeout` (None: forever) for
-    /// readiness, flushes what became ready, expires deadlines and runs the
-    /// queued callbacks. Returns how many callbacks ran.
-    pub fn run_once(&self, timeout: Option<Duration>) -> Result<usize> {
+    /// readiness, hands what became ready to the handler, expires deadlines
+    /// and runs the queued callbacks. Returns how many callbacks ran, or
+    /// `SOCK_OPERATION_ABORTED` (with that count) once the engine was freed.
+    pub fn run_once(&self, timeout: Option<Duration>) -> (Result<()>, usize) {
         let mut poller = match self.poller.try_lock() {
             Ok(p) => p,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Err(Error::new(SOCK_ALREADY_IN_PROGRESS)),
+            Err(TryLockError::WouldBlock) => return (Err(Error::new(SOCK_ALREADY_IN_PROGRESS)), 0),
         };
         let previous = CURRENT_LOOP.with(|c| c.replace(self));
-        let result = self.iterate(&mut poller, timeout);
+        let mut result = self.iterate(&mut poller, timeout);
+        let mut ran = self.run_completions();
+        if self.is_stopped() {
+            // Freed during this iteration (from a callback, or by another
+            // thread that now waits for the poller): say so, and close the
+            // epoll descriptor. Whoever ends the operations runs their
+            // callbacks: this thread if it freed the engine from a
+            // callback (they were queued behind the running ones), or the
+            // freeing thread, once it has the poller.
+            ran += self.run_completions();
+            poller.poll = None;
+            result = Err(Error::new(SOCK_OPERATION_ABORTED));
+        }
         CURRENT_LOOP.with(|c| c.set(previous));
-        result
+        (result, ran)
     }
 
-    fn iterate(&self, poller: &mut Poller, timeout: Option<Duration>) -> Result<usize> {
+    fn iterate(&self, poller: &mut Poller, timeout: Option<Duration>) -> Result<()> {
+        if self.is_stopped() {
+            return Err(Error::new(SOCK_OPERATION_ABORTED));
+        }
         let busy = {
-            let st = sync::lock(&self.state);
+            let st = self.state();
             !st.completions.is_empty() || !st.kicked.is_empty()
         };
         let timeout = if busy { Some(Duration::ZERO) } else { timeout };
         let Poller { poll, events, due } = poller;
+        let Some(poll) = poll else {
+            return Err(Error::new(SOCK_OPERATION_ABORTED));
+        };
         if let Err(e) = poll.poll(events, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 return Err(e.into());
             }
             events.clear();
         }
-        sync::lock(&self.state).woken = false;
+        self.state().woken = false;
+        if self.is_stopped() {
+            return Ok(());
+        }
         let mut timer_fired = false;
         for event in events.iter() {
             match event.token() {
                 WAKER => {}
                 TIMER => timer_fired = true,
                 Token(t) => {
-                    let h = t as sock_handle;
-                    let Some(sock) = handle::lookup(h) else {
-                        continue;
-                    };
-                    if event.is_writable() || event.is_error() || event.is_write_closed() {
-                        asyncio::flush_sends(&sock, h, self);
-                    }
-                    if event.is_readable() || event.is_error() || event.is_read_closed() {
-                        asyncio::flush_recvs(&sock, h, self);
-                    }
+                    let hangup = event.is_error();
+                    let writable = hangup || event.is_writable() || event.is_write_closed();
+                    let readable = hangup || event.is_readable() || event.is_read_closed();
+                    self.handler.ready(self, t as u64, readable, writable);
                 }
             }
         }
         if timer_fired {
             self.expire_timers(due);
         }
-        let kicked = std::mem::take(&mut sync::lock(&self.state).kicked);
-        for h in kicked {
-            if let Some(sock) = handle::lookup(h) {
-                asyncio::flush_sends(&sock, h, self);
-            }
+        let kicked = std::mem::take(&mut self.state().kicked);
+        for token in kicked {
+            self.handler.kicked(self, token);
         }
-        Ok(self.run_completions())
+        Ok(())
     }
 
-    fn expire_timers(&self, due: &mut Vec<sock_handle>) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into `buf` from our timerfd (it only
-        // resets its readiness; EAGAIN is fine).
-        unsafe { libc::read(self.timer.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    fn expire_timers(&self, due: &mut Vec<u64>) {
         let now = Instant::now();
         {
-            let mut st = sync::lock(&self.state);
-            while let Some(Reverse((at, h))) = st.timers.peek().copied() {
+            let mut st = self.state();
+            if let Some(os) = &st.os {
+                let mut buf = [0u8; 8];
+                // SAFETY: reads at most 8 bytes into `buf` from our timerfd
+                // (it only resets its readiness; EAGAIN is fine).
+                unsafe { libc::read(os.timer.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            }
+            while let Some(&(at, token)) = st.timers.first() {
                 if at > now {
                     break;
                 }
-                st.timers.pop();
-                if !due.contains(&h) {
-                    due.push(h);
-                }
+                st.timers.pop_first();
+                due.push(token);
             }
-            st.armed = st.timers.peek().map(|Reverse((at, _))| *at);
+            st.armed = st.timers.first().map(|&(at, _)| at);
             if let Some(at) = st.armed {
-                self.arm(at);
+                Self::arm(&st, at);
             }
         }
-        for h in due.drain(..) {
-            if let Some(sock) = handle::lookup(h) {
-                asyncio::expire(&sock, h, self, now);
-            }
+        for token in due.drain(..) {
+            self.handler.deadline(self, token, now);
         }
     }
 
@@ -312,29 +390,26 @@ impl Loop {
         let mut ran = 0;
         loop {
             let mut batch = {
-                let mut st = sync::lock(&self.state);
+                let mut st = self.state();
                 if st.completions.is_empty() {
                     break;
                 }
-                if ran >= MAX_CALLBACKS_PER_RUN {
+                if ran >= MAX_CALLBACKS_PER_RUN && !self.is_stopped() {
                     // Leave the rest for the next iteration, and say so.
                     st.woken = true;
-                    let _ = self.waker.wake();
+                    if let Some(os) = &st.os {
+                        let _ = os.waker.wake();
+                    }
                     break;
                 }
                 let spare = std::mem::take(&mut st.spare);
                 std::mem::replace(&mut st.completions, spare)
             };
             for c in batch.drain(..) {
-                let cb = c.callback;
-                crate::trace::completion(c.handle, cb.op, c.bytes, c.status, cb.submitted);
-                // SAFETY: the caller gave us this function pointer for this
-                // operation and promised it is callable with these
-                // arguments; it runs exactly once, here.
-                unsafe { (cb.func)(c.handle, c.status, c.bytes, cb.user_data.0) };
+                c.run();
                 ran += 1;
             }
-            let mut st = sync::lock(&self.state);
+            let mut st = self.state();
             if st.spare.capacity() < batch.capacity() {
                 st.spare = batch;
             }
@@ -342,9 +417,30 @@ impl Loop {
         ran
     }
 
-    fn exit(&self) {
-        self.exit.store(true, Ordering::Release);
-        let _ = self.waker.wake();
+    /// Engine free, first step: no new member, no new operation; a thread
+    /// waiting in the poller wakes up.
+    fn stop(&self) {
+        let st = self.state();
+        self.stopped.store(true, Ordering::Release);
+        if let Some(os) = &st.os {
+            let _ = os.waker.wake();
+        }
+    }
+
+    /// Engine free, second step: every member ends its operations (their
+    /// completions queue here, behind those already queued).
+    fn end_members(&self) {
+        let members: Vec<u64> = self.state().members.drain().collect();
+        for token in members {
+            self.handler.engine_freed(self, token);
+        }
+    }
+
+    /// Engine free, last step: the descriptors go (the epoll one with the
+    /// poller, by whoever holds it).
+    fn release_os(&self) {
+        let os = self.state().os.take();
+        drop(os);
     }
 }
 
@@ -358,13 +454,13 @@ pub struct Engine {
 
 impl Engine {
     /// `threads == 0`: a manual engine; else that many loops and threads.
-    pub fn new(threads: u32) -> Result<Arc<Engine>> {
+    pub fn new(threads: u32, handler: &'static dyn Handler) -> Result<Arc<Engine>> {
         if threads > SOCK_ENGINE_MAX_THREADS {
             return Err(Error::new(SOCK_INVALID_ARGUMENT));
         }
         let count = threads.max(1) as usize;
         let loops = (0..count)
-            .map(|_| Loop::new())
+            .map(|_| Loop::new(handler))
             .collect::<Result<Vec<_>>>()?;
         let engine = Arc::new(Engine {
             loops,
@@ -412,31 +508,58 @@ impl Engine {
         }
     }
 
-    /// Aborts every pending operation of the engine's sockets (each
-    /// callback once, with `SOCK_OPERATION_ABORTED`), then stops its loops
-    /// and joins its threads (except the calling one, if it is one).
+    /// Frees the engine: refuses new work, waits for a callback of it that
+    /// is running on another thread to return, ends every pending
+    /// operation of its sockets (each callback once, in submission order
+    /// per socket, on one thread), then stops and joins its threads (except
+    /// the calling one) and closes its descriptors.
+    ///
+    /// Who runs the aborted callbacks: a threaded engine's own threads; for
+    /// a manual engine, this call, or — when it is called from one of the
+    /// engine's own callbacks — the `sock_engine_poll` running that
+    /// callback, after it (so they run after this call returned).
     pub fn shut_down(&self) {
         for lp in &self.loops {
-            let attached: Vec<sock_handle> = {
-                let mut st = sync::lock(&lp.state);
-                lp.stopped.store(true, Ordering::Release);
-                st.attached.drain().collect()
-            };
-            for h in attached {
-                if let Some(sock) = handle::lookup(h) {
-                    asyncio::detach(&sock, h, lp);
-                }
-            }
+            lp.stop();
         }
         if self.manual {
-            // Nobody will poll again: run the aborted callbacks here.
-            if let Some(lp) = self.loops.first() {
-                lp.run_completions();
+            let Some(lp) = self.loops.first() else { return };
+            if lp.on_this_thread() {
+                // Inside a callback of this loop: the poll running it holds
+                // the poller and runs what we queue, then lets go of it.
+                lp.end_members();
+                lp.release_os();
+                return;
             }
+            // A poll in progress on another thread ends (woken by `stop`)
+            // after its running callbacks; from then on this thread alone
+            // runs the loop.
+            let mut poller = sync::lock(&lp.poller);
+            let previous = CURRENT_LOOP.with(|c| c.replace(Arc::as_ptr(lp)));
+            lp.end_members();
+            lp.run_completions();
+            CURRENT_LOOP.with(|c| c.set(previous));
+            poller.poll = None;
+            lp.release_os();
             return;
         }
         for lp in &self.loops {
-            lp.exit();
+            if lp.on_this_thread() {
+                // Our own thread, inside a callback: it runs these after
+                // the callback returns.
+                lp.end_members();
+            } else {
+                // Wait for the thread to finish its iteration, so no
+                // callback of a member is running while we end its
+                // operations (their callbacks then run on that thread).
+                let _poller = sync::lock(&lp.poller);
+                lp.end_members();
+            }
+            lp.exit.store(true, Ordering::Release);
+            let st = lp.state();
+            if let Some(os) = &st.os {
+                let _ = os.waker.wake();
+            }
         }
         let threads = std::mem::take(&mut *sync::lock(&self.threads));
         let me = std::thread::current().id();
@@ -451,34 +574,23 @@ impl Engine {
 fn run_thread(lp: Arc<Loop>) {
     CURRENT_LOOP.with(|c| c.set(Arc::as_ptr(&lp)));
     while !lp.exit.load(Ordering::Acquire) {
+        if lp.is_stopped() {
+            // Freed: wait (without polling) for the freeing thread to end
+            // the members' operations, then run their callbacks below.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         // A bug that panics must not end the thread and strand every
         // socket of the loop; a failing poll (out of memory) is retried
         // after a pause rather than spinning.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run_once(None)));
-        if !matches!(ran, Ok(Ok(_))) {
-            std::thread::sleep(Duration::from_millis(10));
+        match ran {
+            Ok((Ok(()), _)) => {}
+            Ok((Err(e), _)) if e.status == SOCK_OPERATION_ABORTED => {}
+            _ => std::thread::sleep(Duration::from_millis(10)),
         }
     }
     lp.run_completions();
-}
-
-/// The engine async operations use when their socket was never attached:
-/// started on first use, with one I/O thread, for the life of the process
-/// (a fork child starts its own).
-pub fn default_engine() -> Result<Arc<Engine>> {
-    static DEFAULT: Mutex<Option<Arc<Engine>>> = Mutex::new(None);
-    let mut slot = sync::lock(&DEFAULT);
-    match slot.take() {
-        Some(e) if e.in_this_process() => {
-            *slot = Some(e.clone());
-            return Ok(e);
-        }
-        // The parent's: its thread is not in this process and its
-        // descriptors are shared with the parent; never touch it again.
-        Some(e) => std::mem::forget(e),
-        None => {}
-    }
-    let engine = Engine::new(1)?;
-    *slot = Some(engine.clone());
-    Ok(engine)
+    sync::lock(&lp.poller).poll = None;
+    lp.release_os();
 }

@@ -15,7 +15,7 @@ pub(crate) use try_non_null;
 /// enclosing export when it is zero, closed, stale or never issued.
 macro_rules! try_socket {
     ($handle:expr) => {
-        match $crate::handle::lookup($handle) {
+        match $crate::table::lookup($handle) {
             Some(sock) => sock,
             None => return $crate::status::SOCK_NOT_SOCKET,
         }

@@ -83,9 +83,25 @@ pub fn recv_flags(flags: i32) -> Result<libc::c_int> {
 }
 
 /// One send system call: `send` for the common single-segment case,
-/// `sendmsg` otherwise.
+/// `sendmsg` otherwise. `EINTR` is retried here; `EAGAIN` comes back as an
+/// error with that errno.
 #[inline]
 pub(crate) fn send_once(
+    sock: &Socket,
+    iov: &[libc::iovec],
+    to: Option<&SockAddr>,
+    flags: libc::c_int,
+) -> Result<usize> {
+    loop {
+        match send_syscall(sock, iov, to, flags) {
+            Err(e) if e.errno == libc::EINTR => continue,
+            result => return result,
+        }
+    }
+}
+
+#[inline]
+fn send_syscall(
     sock: &Socket,
     iov: &[libc::iovec],
     to: Option<&SockAddr>,
@@ -239,7 +255,7 @@ fn after_first_send(
     let sent = match result {
         Ok(n) if n == total || sock.kind == Kind::Dgram => return Fast::Done((Ok(()), n)),
         Ok(n) => n,
-        Err(e) if e.errno == libc::EAGAIN || e.errno == libc::EINTR => 0,
+        Err(e) if e.errno == libc::EAGAIN => 0,
         Err(e) => return Fast::Done((Err(sock.fail(e)), 0)),
     };
     sock.queue.keep_turn(idle);
@@ -307,7 +323,6 @@ fn send_datagram(
     loop {
         match send_once(sock, bufs, to, os_flags) {
             Ok(n) => return Ok(n),
-            Err(e) if e.errno == libc::EINTR => {}
             Err(e) if e.errno == libc::EAGAIN => sock.wait(libc::POLLOUT, deadline)?,
             Err(e) => return Err(sock.fail(e)),
         }
@@ -362,7 +377,6 @@ pub(crate) fn send_all(
                 }
                 (index, offset) = advance(bufs, index, offset, n);
             }
-            Err(e) if e.errno == libc::EINTR => {}
             Err(e) if e.errno == libc::EAGAIN => match deadline {
                 None => return (Ok(()), sent),
                 Some(deadline) => match sock.wait(libc::POLLOUT, deadline) {
@@ -436,16 +450,15 @@ pub fn recv(
     loop {
         match recv_once(sock, buf, cap, os_flags, want_from) {
             Ok(r) => return Ok(r),
-            Err(e) if e.errno == libc::EINTR => {}
             Err(e) if e.errno == libc::EAGAIN => sock.wait(libc::POLLIN, deadline)?,
             Err(e) => return Err(e),
         }
     }
 }
 
-/// One receive system call, never waiting: EAGAIN comes back as an error
-/// with that errno. An end of stream caused by `sock_close` is reported as
-/// `SOCK_OPERATION_ABORTED`.
+/// One receive system call (`EINTR` retried here): EAGAIN comes back as an
+/// error with that errno. An end of stream caused by `sock_close` is
+/// reported as `SOCK_OPERATION_ABORTED`.
 pub(crate) fn recv_once(
     sock: &Socket,
     buf: *mut u8,
@@ -453,7 +466,7 @@ pub(crate) fn recv_once(
     os_flags: libc::c_int,
     want_from: bool,
 ) -> Result<Received> {
-    {
+    loop {
         let result = if sock.kind == Kind::Stream && !want_from {
             // SAFETY: the caller checked `buf` is valid for `cap` bytes of writes.
             let n = unsafe { libc::recv(sock.fd(), buf.cast(), cap, os_flags) };
@@ -469,7 +482,7 @@ pub(crate) fn recv_once(
         } else {
             recv_msg(sock, buf, cap, os_flags)
         };
-        match result {
+        return match result {
             Ok(r) if r.len == 0 && cap > 0 && sock.kind == Kind::Stream => {
                 // An end of stream caused by our own close, or after a reset
                 // that another call already reported, is not an orderly end.
@@ -482,9 +495,10 @@ pub(crate) fn recv_once(
                 }
             }
             Ok(r) => Ok(r),
-            Err(e) if e.errno == libc::EINTR || e.errno == libc::EAGAIN => Err(e),
+            Err(e) if e.errno == libc::EINTR => continue,
+            Err(e) if e.errno == libc::EAGAIN => Err(e),
             Err(e) => Err(sock.fail(e)),
-        }
+        };
     }
 }
 

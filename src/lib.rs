@@ -18,13 +18,16 @@ mod sync;
 pub mod address;
 pub mod api;
 pub mod asyncio;
+pub mod completion;
 pub mod engine;
 pub mod handle;
 pub mod io;
 pub mod options;
+pub mod pacing;
 pub mod queue;
 pub mod socket;
 pub mod status;
+pub mod table;
 pub mod trace;
 pub mod wait;
 

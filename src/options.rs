@@ -26,8 +26,14 @@ pub const SOCK_OPT_KEEP_ALIVE: i32 = 8;
 /// SO_BROADCAST: 0 or 1 (datagram sockets).
 pub const SOCK_OPT_BROADCAST: i32 = 9;
 /// SO_LINGER in ms, rounded up to whole seconds; -1 (default) turns it off,
-/// 0 makes close reset the connection.
+/// 0 makes close reset the connection. Set accepts -1 and
+/// 0..SOCK_LINGER_MS_MAX; get reports whole seconds times 1000, a value set
+/// accepts back unchanged.
 pub const SOCK_OPT_LINGER_MS: i32 = 10;
+
+/// The largest `SOCK_OPT_LINGER_MS`: INT32_MAX seconds (SO_LINGER counts
+/// whole seconds in an int).
+pub const SOCK_LINGER_MS_MAX: i64 = 2_147_483_647_000;
 
 /// 1 (default): an async operation that finishes inside its call returns
 /// SOCK_OK and its callback is not called; 0: it returns SOCK_IO_PENDING
@@ -131,7 +137,7 @@ pub fn set(sock: &Socket, option: i32, value: i64) -> Result<()> {
         SOCK_OPT_LINGER_MS => {
             let linger = match value {
                 -1 => None,
-                0..=0x7fff_ffff => Some(Duration::from_secs((value as u64).div_ceil(1000))),
+                0..=SOCK_LINGER_MS_MAX => Some(Duration::from_secs((value as u64).div_ceil(1000))),
                 _ => return Err(invalid()),
             };
             os.set_linger(linger)?
@@ -214,6 +220,23 @@ mod tests {
         assert_eq!(get(&s, SOCK_OPT_LINGER_MS).unwrap(), 2000);
         set(&s, SOCK_OPT_LINGER_MS, -1).unwrap();
         assert_eq!(get(&s, SOCK_OPT_LINGER_MS).unwrap(), -1);
+        // Whatever get reports, set takes back unchanged.
+        for v in [
+            0,
+            1,
+            999,
+            1000,
+            1001,
+            i64::from(i32::MAX),
+            SOCK_LINGER_MS_MAX,
+        ] {
+            set(&s, SOCK_OPT_LINGER_MS, v).unwrap();
+            let got = get(&s, SOCK_OPT_LINGER_MS).unwrap();
+            set(&s, SOCK_OPT_LINGER_MS, got).unwrap();
+            assert_eq!(get(&s, SOCK_OPT_LINGER_MS).unwrap(), got, "linger {v}");
+        }
+        assert!(set(&s, SOCK_OPT_LINGER_MS, SOCK_LINGER_MS_MAX + 1).is_err());
+        assert!(set(&s, SOCK_OPT_LINGER_MS, -2).is_err());
         set(&s, SOCK_OPT_SEND_BUFFER_SIZE, 65536).unwrap();
         assert!(get(&s, SOCK_OPT_SEND_BUFFER_SIZE).unwrap() >= 65536);
         assert!(set(&s, SOCK_OPT_SEND_BUFFER_SIZE, 0).is_err());

@@ -3,7 +3,7 @@
 //!
 //! Senders of every kind share one FIFO of entries: a blocking sender
 //! waiting for its turn, or a pending async send. Whoever writes to the
-//! kernel — a blocking sender holding the *turn* (`busy`), an async send
+//! kernel — a blocking sender holding the *turn* (`turn_taken`), an async send
 //! completing inline, or the engine flushing pending sends — does so in
 //! that order, so the bytes of two operations never interleave. The
 //! segments of pending async sends live in one ring (`segs`), so the engine
@@ -15,7 +15,6 @@
 //! system calls are made by `io` (blocking path) and `asyncio` (async path).
 
 use std::collections::VecDeque;
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 #[cfg(loom)]
@@ -32,42 +31,13 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::completion::Callback;
 use crate::engine::Loop;
-use crate::handle::sock_handle;
+use crate::pacing::FlushPacing;
 use crate::status::{
     sock_status, Error, Result, SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_WOULD_BLOCK,
 };
 use crate::wait::Deadline;
-
-/// The C completion callback of an async send or receive.
-pub type CompletionFn = unsafe extern "C" fn(sock_handle, sock_status, usize, *mut c_void);
-
-/// A caller's `user_data`, passed back untouched on whatever thread runs
-/// the callback.
-#[derive(Clone, Copy)]
-pub struct UserData(pub *mut c_void);
-// SAFETY: the library never dereferences it; it only hands it back to the
-// caller's callback, which the contract says may run on an engine thread.
-unsafe impl Send for UserData {}
-
-/// Who to call when an operation completes.
-#[derive(Clone, Copy)]
-pub struct Callback {
-    pub func: CompletionFn,
-    pub user_data: UserData,
-    /// The operation's name in trace lines.
-    pub op: &'static str,
-    /// When it was submitted, recorded only while tracing is on.
-    pub submitted: Option<Instant>,
-}
-
-/// A completion ready to be delivered: the callback and its arguments.
-pub struct Completion {
-    pub handle: sock_handle,
-    pub callback: Callback,
-    pub status: sock_status,
-    pub bytes: usize,
-}
 
 /// A segment of a pending send (a copy of the caller's `sock_buf`; the
 /// bytes stay the caller's).
@@ -128,93 +98,40 @@ enum Entry {
 #[derive(Default)]
 pub struct QueueState {
     /// A blocking sender holds the turn and writes outside the lock.
-    pub busy: bool,
+    pub turn_taken: bool,
     entries: VecDeque<Entry>,
+    /// How many of `entries` are pending sends (the rest are waiters).
+    send_ops: usize,
     segs: VecDeque<Seg>,
     pending_send_bytes: usize,
     next_ticket: u64,
     recvs: VecDeque<RecvOp>,
-    /// The engine loop this socket's async operations complete on.
-    pub engine: Option<Arc<Loop>>,
-    /// Registered with `engine`'s poller, under this handle.
-    pub registered: Option<sock_handle>,
+    /// `sock_close` ended this socket's operations: nothing new may queue.
+    pub closed: bool,
+    /// The engine loop this socket's async operations complete on (bound
+    /// on first use, or by `sock_attach`); every completion goes here.
+    pub home: Option<Arc<Loop>>,
+    /// The handle this socket is known by in `home` (its loop token).
+    pub token: Option<u64>,
+    /// The descriptor is registered with `home`'s poller.
+    pub registered: bool,
+    /// The one timer entry this socket has in `home` (its earliest
+    /// deadline, or later than that after expiry moved it on).
+    pub timer_at: Option<Instant>,
     /// How the engine's flush adapts to what the kernel takes.
     pub pacing: FlushPacing,
-}
-
-/// How the engine's flush of one socket adapts to what the kernel takes.
-///
-/// **Retrying after a short write.** A short write means the send buffer
-/// filled, but the peer may free room while the call returns; with many
-/// lagging sockets such a retry often takes more bytes, while the kernel
-/// reports writability only once about a third of the buffer is free. On a
-/// socket whose peer has not freed anything that fast, the retry is one
-/// more system call that returns `EAGAIN`. So the flush retries until
-/// `MISSES_BEFORE_WAITING` retries in a row took nothing, and then only on
-/// every `PROBE_EVERY`th short write, to notice when retrying pays again.
-///
-/// **Batch size.** The kernel copies in the whole segment list of every
-/// `writev` (allocating it when there are more than 8), however little it
-/// takes. After a short write the flush offers at most twice what was
-/// taken (at least `MIN_BATCH` bytes), and doubles that limit after each
-/// call that took everything offered.
-#[derive(Default)]
-pub struct FlushPacing {
-    misses: u8,
-    shorts: u8,
-    /// Bytes to offer per call; 0: no limit.
-    batch: usize,
-}
-
-impl FlushPacing {
-    const MISSES_BEFORE_WAITING: u8 = 4;
-    const PROBE_EVERY: u8 = 8;
-    const MIN_BATCH: usize = 64 * 1024;
-
-    /// A write came back short: should the flush call again now?
-    pub fn retry_now(&mut self) -> bool {
-        self.shorts = self.shorts.wrapping_add(1);
-        self.misses < Self::MISSES_BEFORE_WAITING || self.shorts % Self::PROBE_EVERY == 0
-    }
-
-    /// The retry after a short write took `n` bytes (0: `EAGAIN`).
-    pub fn retried(&mut self, n: usize) {
-        self.misses = if n == 0 {
-            self.misses.saturating_add(1)
-        } else {
-            0
-        };
-    }
-
-    /// At most how many bytes the next call should offer.
-    pub fn batch_bytes(&self) -> usize {
-        if self.batch == 0 {
-            usize::MAX
-        } else {
-            self.batch
-        }
-    }
-
-    /// The kernel took `n` of the `offered` bytes.
-    pub fn took(&mut self, n: usize, offered: usize) {
-        self.batch = if n < offered {
-            n.saturating_mul(2).max(Self::MIN_BATCH)
-        } else {
-            self.batch.saturating_mul(2)
-        };
-    }
 }
 
 /// The queue lock, held.
 pub type QueueGuard<'a> = MutexGuard<'a, QueueState>;
 
 /// Where completions go while the queue lock is held.
-pub type Sink<'a> = &'a mut dyn FnMut(Callback, sock_status, usize);
+pub type CompletionSink<'a> = &'a mut dyn FnMut(Callback, sock_status, usize);
 
 impl QueueState {
     /// No sender writes and nothing waits: a new operation may go inline.
     pub fn is_idle(&self) -> bool {
-        !self.busy && self.entries.is_empty()
+        !self.turn_taken && self.entries.is_empty()
     }
 
     pub fn pending_send_bytes(&self) -> usize {
@@ -222,7 +139,7 @@ impl QueueState {
     }
 
     pub fn has_pending_sends(&self) -> bool {
-        self.entries.iter().any(|e| matches!(e, Entry::Send(_)))
+        self.send_ops > 0
     }
 
     pub fn has_pending(&self) -> bool {
@@ -260,6 +177,7 @@ impl QueueState {
         }
         op.segs_left = self.segs.len() - before;
         self.pending_send_bytes += op.total - op.sent;
+        self.send_ops += 1;
         self.entries.push_back(Entry::Send(op));
     }
 
@@ -303,7 +221,7 @@ impl QueueState {
 
     /// Accounts `n` bytes the kernel took from the front sends, completing
     /// each operation that is now fully sent (and empty ones) in order.
-    pub fn consume(&mut self, mut n: usize, sink: Sink) {
+    pub fn consume(&mut self, mut n: usize, sink: CompletionSink) {
         self.pending_send_bytes -= n;
         while let Some(Entry::Send(op)) = self.entries.front_mut() {
             while op.segs_left > 0 {
@@ -327,6 +245,7 @@ impl QueueState {
                 break;
             }
             if let Some(Entry::Send(op)) = self.entries.pop_front() {
+                self.send_ops -= 1;
                 sink(op.callback, SOCK_OK, op.sent);
             }
         }
@@ -334,17 +253,31 @@ impl QueueState {
     }
 
     /// Completes the front datagram send: the kernel took it whole (`n` bytes).
-    pub fn consume_datagram(&mut self, n: usize, sink: Sink) {
-        if let Some(Entry::Send(op)) = self.entries.pop_front() {
-            self.segs.drain(..op.segs_left);
-            self.pending_send_bytes -= op.total - op.sent;
-            sink(op.callback, SOCK_OK, n);
+    pub fn consume_datagram(&mut self, n: usize, sink: CompletionSink) {
+        self.complete_front_send(SOCK_OK, Some(n), sink);
+    }
+
+    /// Completes the front send alone with `status` (a datagram the kernel
+    /// refused: the ones behind it go on), with `bytes` or its partial count.
+    pub fn complete_front_send(
+        &mut self,
+        status: sock_status,
+        bytes: Option<usize>,
+        sink: CompletionSink,
+    ) {
+        if let Some(Entry::Send(_)) = self.entries.front() {
+            if let Some(Entry::Send(op)) = self.entries.pop_front() {
+                self.segs.drain(..op.segs_left);
+                self.pending_send_bytes -= op.total - op.sent;
+                self.send_ops -= 1;
+                sink(op.callback, status, bytes.unwrap_or(op.sent));
+            }
         }
     }
 
     /// Completes every pending send with `status` and its partial count,
     /// in submission order; blocking waiters stay queued.
-    pub fn drain_sends(&mut self, status: sock_status, sink: Sink) {
+    pub fn drain_sends(&mut self, status: sock_status, sink: CompletionSink) {
         self.entries.retain(|entry| match entry {
             Entry::Send(op) => {
                 sink(op.callback, status, op.sent);
@@ -354,10 +287,11 @@ impl QueueState {
         });
         self.segs.clear();
         self.pending_send_bytes = 0;
+        self.send_ops = 0;
     }
 
     /// Completes every pending receive with `status` and no bytes.
-    pub fn drain_recvs(&mut self, status: sock_status, sink: Sink) {
+    pub fn drain_recvs(&mut self, status: sock_status, sink: CompletionSink) {
         for op in self.recvs.drain(..) {
             sink(op.callback, status, 0);
         }
@@ -365,7 +299,12 @@ impl QueueState {
 
     /// Completes the operations whose deadline is at or before `now` with
     /// `timed_out`; the rest go on. Returns the earliest deadline left.
-    pub fn expire(&mut self, now: Instant, timed_out: sock_status, sink: Sink) -> Option<Instant> {
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        timed_out: sock_status,
+        sink: CompletionSink,
+    ) -> Option<Instant> {
         let mut seg_index = 0;
         let mut i = 0;
         while i < self.entries.len() {
@@ -383,6 +322,7 @@ impl QueueState {
             if let Some(Entry::Send(op)) = self.entries.remove(i) {
                 self.segs.drain(seg_index..seg_index + op.segs_left);
                 self.pending_send_bytes -= op.total - op.sent;
+                self.send_ops -= 1;
                 sink(op.callback, timed_out, op.sent);
             }
         }
@@ -442,7 +382,7 @@ pub struct Turn<'a> {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let mut st = self.queue.lock();
-        st.busy = false;
+        st.turn_taken = false;
         self.queue.after_release(&mut st);
     }
 }
@@ -467,8 +407,8 @@ impl OpQueue {
         if st.waiter_at_front() {
             self.turn_free.notify_all();
         } else if st.send_at_front() {
-            if let (Some(engine), Some(h)) = (&st.engine, st.registered) {
-                engine.kick(h);
+            if let (Some(home), Some(token)) = (&st.home, st.token) {
+                home.kick(token);
             }
         }
     }
@@ -486,12 +426,12 @@ impl OpQueue {
     /// wait for room; the caller then holds the turn and must `adopt_turn`
     /// it (and so release it) before it returns.
     pub fn keep_turn(&self, mut idle: QueueGuard<'_>) {
-        idle.busy = true;
+        idle.turn_taken = true;
     }
 
     /// The turn a `keep_turn` took, as a guard that releases it.
     pub fn adopt_turn(&self) -> Turn<'_> {
-        debug_assert!(self.lock().busy, "adopt_turn without keep_turn");
+        debug_assert!(self.lock().turn_taken, "adopt_turn without keep_turn");
         Turn { queue: self }
     }
 
@@ -501,7 +441,7 @@ impl OpQueue {
         if !st.is_idle() {
             return Err(Error::new(SOCK_WOULD_BLOCK));
         }
-        st.busy = true;
+        st.turn_taken = true;
         Ok(Turn { queue: self })
     }
 
@@ -510,7 +450,7 @@ impl OpQueue {
     pub fn acquire(&self, deadline: Deadline, closed: &AtomicBool) -> Result<Turn<'_>> {
         let mut st = self.lock();
         if st.is_idle() {
-            st.busy = true;
+            st.turn_taken = true;
             return Ok(Turn { queue: self });
         }
         let ticket = st.next_ticket;
@@ -526,14 +466,16 @@ impl OpQueue {
                 st.entries
                     .retain(|e| !matches!(e, Entry::Waiter(t) if *t == ticket));
                 // Whoever was queued behind us may go now.
-                if !st.busy {
+                if !st.turn_taken {
                     self.after_release(&mut st);
                 }
                 return Err(err);
             }
-            if !st.busy && matches!(st.entries.front(), Some(Entry::Waiter(t)) if *t == ticket) {
+            if !st.turn_taken
+                && matches!(st.entries.front(), Some(Entry::Waiter(t)) if *t == ticket)
+            {
                 st.entries.pop_front();
-                st.busy = true;
+                st.turn_taken = true;
                 return Ok(Turn { queue: self });
             }
             let timeout = deadline.remaining().ok().flatten();
@@ -563,7 +505,7 @@ impl OpQueue {
 
     /// Wakes the blocking sender at the front of the queue, if the turn is free.
     pub fn wake_waiter(&self, st: &QueueState) {
-        if !st.busy && st.waiter_at_front() {
+        if !st.turn_taken && st.waiter_at_front() {
             self.turn_free.notify_all();
         }
     }
@@ -573,6 +515,30 @@ impl OpQueue {
         let _st = self.lock();
         self.turn_free.notify_all();
     }
+
+    /// Before a fork (with the handle table's locks held): takes the lock,
+    /// so no other thread of the parent holds it in the child.
+    #[cfg(not(loom))]
+    pub fn lock_for_fork(&self) {
+        std::mem::forget(self.state.lock());
+    }
+
+    /// After a fork: releases the lock `lock_for_fork` took. In the child,
+    /// first forgets the blocking senders of the parent, which do not exist
+    /// there: the turn one of them held, and the places others had in line.
+    #[cfg(not(loom))]
+    pub fn unlock_after_fork(&self, in_child: bool) {
+        if in_child {
+            // SAFETY: this thread holds the lock (taken by `lock_for_fork`,
+            // its guard forgotten), so nothing else touches the state.
+            let st = unsafe { &mut *self.state.data_ptr() };
+            st.turn_taken = false;
+            st.entries.retain(|e| matches!(e, Entry::Send(_)));
+        }
+        // SAFETY: `lock_for_fork` took the lock in this thread (the child's
+        // only thread is the one that forked) and forgot its guard.
+        unsafe { self.state.force_unlock() };
+    }
 }
 
 #[cfg(test)]
@@ -581,7 +547,16 @@ mod tests {
     use crate::status::SOCK_TIMED_OUT;
     use std::time::Duration;
 
-    unsafe extern "C" fn never(_: sock_handle, _: sock_status, _: usize, _: *mut c_void) {}
+    use crate::completion::UserData;
+    use std::ffi::c_void;
+
+    unsafe extern "C" fn never(
+        _: crate::handle::sock_handle,
+        _: sock_status,
+        _: usize,
+        _: *mut c_void,
+    ) {
+    }
 
     /// A callback record whose user_data carries an operation number.
     fn cb(id: usize) -> Callback {
@@ -765,53 +740,6 @@ mod tests {
         q.wake_all();
         assert_eq!(t.join().unwrap().status, SOCK_OPERATION_ABORTED);
         drop(held);
-    }
-
-    #[test]
-    fn flush_retries_back_off_when_retries_take_nothing_and_probe() {
-        let mut r = FlushPacing::default();
-        // Retries that take bytes keep the flush retrying.
-        for _ in 0..20 {
-            assert!(r.retry_now());
-            r.retried(100);
-        }
-        // Four retries in a row that take nothing: then it waits instead,
-        for _ in 0..4 {
-            assert!(r.retry_now());
-            r.retried(0);
-        }
-        let decisions: Vec<bool> = (0..16).map(|_| r.retry_now()).collect();
-        // but probes on every 8th short write (the counter is at 24).
-        let probes: Vec<usize> = (0..16).filter(|&i| decisions[i]).collect();
-        assert_eq!(probes, vec![7, 15]);
-        // A probe that takes bytes turns retrying back on.
-        r.retried(1);
-        assert!(r.retry_now());
-        assert!(r.retry_now());
-    }
-
-    #[test]
-    fn flush_batch_follows_what_the_kernel_takes() {
-        let mut p = FlushPacing::default();
-        assert_eq!(
-            p.batch_bytes(),
-            usize::MAX,
-            "no limit before any short write"
-        );
-        p.took(20_000, 1 << 20);
-        assert_eq!(
-            p.batch_bytes(),
-            64 * 1024,
-            "twice what went, at least 64 KiB"
-        );
-        p.took(50_000, 64 * 1024);
-        assert_eq!(p.batch_bytes(), 100_000);
-        p.took(100_000, 100_000);
-        assert_eq!(
-            p.batch_bytes(),
-            200_000,
-            "doubles after a call that took all"
-        );
     }
 
     #[test]

@@ -8,13 +8,13 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Once, OnceLock};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::handle::sock_handle;
-use crate::queue::UserData;
 use crate::status::{self, sock_status};
-use crate::sync;
 
 /// Receives one NUL-terminated trace line per operation (valid only during
 /// the call). Runs on the thread that did the operation — for async
@@ -31,18 +31,49 @@ type TraceFn = unsafe extern "C" fn(*const c_char, *mut c_void);
 
 static MODE: AtomicU8 = AtomicU8::new(UNKNOWN);
 
+/// The caller's `user_data` for the trace callback, handed back untouched.
+#[derive(Clone, Copy)]
+struct TraceUserData(*mut c_void);
+// SAFETY: the library never dereferences it; it only passes it to the
+// caller's trace callback, which is documented to run on any thread.
+unsafe impl Send for TraceUserData {}
+
 /// The callback, and the generation of its `set`: a call in progress is
 /// counted in `RUNNING[generation % 2]`, so `set` can wait for the calls of
 /// the callback it replaced (and only those) to return.
-struct Sink {
-    callback: Option<(TraceFn, UserData)>,
+struct TraceTarget {
+    callback: Option<(TraceFn, TraceUserData)>,
     generation: usize,
 }
 
-static SINK: Mutex<Sink> = Mutex::new(Sink {
+static TARGET: Mutex<TraceTarget> = Mutex::new(TraceTarget {
     callback: None,
     generation: 0,
 });
+
+/// The trace target, locked; the first use registers the fork hooks that
+/// keep its lock free in a fork child.
+fn target() -> MutexGuard<'static, TraceTarget> {
+    static HOOKS: Once = Once::new();
+    HOOKS.call_once(|| {
+        crate::fork::register(
+            crate::fork::Rank::Trace,
+            crate::fork::Hooks {
+                prepare: || std::mem::forget(TARGET.lock()),
+                // SAFETY: `prepare` took the lock in this thread and forgot
+                // its guard.
+                parent: || unsafe { TARGET.force_unlock() },
+                child: || {
+                    after_fork_in_child();
+                    // SAFETY: as for `parent`; the child's one thread is
+                    // the one that forked.
+                    unsafe { TARGET.force_unlock() }
+                },
+            },
+        )
+    });
+    TARGET.lock()
+}
 static RUNNING: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 /// One `set` at a time: each waits for its generation to drain before the
 /// next may start another, so a counter only ever holds one generation. A
@@ -51,9 +82,8 @@ static RUNNING: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 static SETTING: AtomicBool = AtomicBool::new(false);
 
 /// In a fork child, the calls and the `set` that other threads of the
-/// parent had in progress will never end: forget them (called by the
-/// library's fork handler, `fork::watch`).
-pub(crate) fn after_fork_in_child() {
+/// parent had in progress will never end: forget them.
+fn after_fork_in_child() {
     RUNNING[0].store(0, Ordering::Relaxed);
     RUNNING[1].store(0, Ordering::Relaxed);
     SETTING.store(false, Ordering::Relaxed);
@@ -99,7 +129,7 @@ struct Running {
 
 impl Running {
     /// Counts a call of the callback of generation slot `slot`; called
-    /// under the sink lock, so a `set` swapping the callback sees it.
+    /// under the target lock, so a `set` swapping the callback sees it.
     fn start(slot: usize) -> Running {
         RUNNING[slot].fetch_add(1, Ordering::Relaxed);
         IN_CALLBACK.with(|depth| depth.set(depth.get() + 1));
@@ -135,7 +165,7 @@ fn update_mode(has_callback: bool) -> bool {
 pub fn enabled() -> bool {
     match MODE.load(Ordering::Relaxed) {
         OFF => false,
-        UNKNOWN => update_mode(sync::lock(&SINK).callback.is_some()),
+        UNKNOWN => update_mode(target().callback.is_some()),
         _ => true,
     }
 }
@@ -148,7 +178,8 @@ pub fn set(callback: sock_trace_callback, user_data: *mut c_void) -> sock_status
     if IN_CALLBACK.with(Cell::get) > 0 {
         return status::SOCK_ALREADY_IN_PROGRESS;
     }
-    crate::fork::watch();
+    // Registers the fork hooks before the turn to set can be taken.
+    drop(target());
     wait_until(|| {
         SETTING
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -156,14 +187,14 @@ pub fn set(callback: sock_trace_callback, user_data: *mut c_void) -> sock_status
     });
     let _setting = Setting;
     let replaced = {
-        let mut sink = sync::lock(&SINK);
-        sink.callback = callback.map(|f| (f, UserData(user_data)));
-        update_mode(sink.callback.is_some());
-        let replaced = sink.generation % 2;
-        sink.generation = sink.generation.wrapping_add(1);
+        let mut target = target();
+        target.callback = callback.map(|f| (f, TraceUserData(user_data)));
+        update_mode(target.callback.is_some());
+        let replaced = target.generation % 2;
+        target.generation = target.generation.wrapping_add(1);
         replaced
     };
-    // Calls that took the old callback counted themselves under the sink
+    // Calls that took the old callback counted themselves under the target
     // lock, before the swap; new calls count in the other slot.
     wait_until(|| RUNNING[replaced].load(Ordering::Acquire) == 0);
     status::SOCK_OK
@@ -174,11 +205,11 @@ fn emit(line: String) {
         eprintln!("libsock: {line}");
     }
     let (func, user_data, running) = {
-        let sink = sync::lock(&SINK);
-        let Some((func, user_data)) = sink.callback else {
+        let target = target();
+        let Some((func, user_data)) = target.callback else {
             return;
         };
-        (func, user_data, Running::start(sink.generation % 2))
+        (func, user_data, Running::start(target.generation % 2))
     };
     // Built only for a callback (not for stderr alone); a line with a NUL
     // cannot be passed, and `running` ends the counted call on return.

@@ -17,8 +17,9 @@ use loom::sync::atomic::{AtomicBool as LoomBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
+use sock::completion::{Callback, UserData};
 use sock::handle::sock_handle;
-use sock::queue::{Callback, OpQueue, SendOp, UserData};
+use sock::queue::{OpQueue, SendOp};
 use sock::status::{sock_status, SOCK_OK, SOCK_OPERATION_ABORTED};
 use sock::wait::Deadline;
 
@@ -96,7 +97,7 @@ impl Model {
     /// The engine's flush: writes the front sends, `chunk` bytes a time.
     fn flush(&self, chunk: usize) {
         let mut q = self.queue.lock();
-        if q.busy {
+        if q.turn_taken {
             return;
         }
         while let Some((iov, _)) = q.front_batch(false, 1024, usize::MAX) {

@@ -4,11 +4,11 @@
 use std::ffi::c_void;
 
 use crate::asyncio;
+use crate::completion::{Callback, UserData};
 use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
 use crate::handle::sock_handle;
 use crate::io::{self, sock_buf, SOCK_MSG_NONE};
 use crate::panic::ffi_boundary;
-use crate::queue::{Callback, UserData};
 use crate::status::{report, sock_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_OK};
 use crate::trace;
 
@@ -62,24 +62,25 @@ fn submit_send(
     let (status, sent) = match (on_done, io::send_flags(flags)) {
         (None, _) => (SOCK_FAULT, 0),
         (_, Err(e)) => (report(e), 0),
-        // Submission never waits: it runs under the handle table's read
-        // lock, with no reference to the socket taken.
-        (Some(func), Ok(os_flags)) => crate::handle::with(h, |sock| {
+        // Submission runs under the handle table's read lock, with no
+        // reference to the socket taken (see `asyncio::submit`).
+        (Some(func), Ok(os_flags)) => {
             let callback = Callback {
                 func,
                 user_data: UserData(user_data),
                 op,
                 submitted: trace::now_if_enabled(),
             };
-            let req = asyncio::SendRequest {
-                iov,
-                total,
-                os_flags,
-                callback,
-            };
-            asyncio::send_async(sock, h, req)
-        })
-        .unwrap_or((crate::status::SOCK_NOT_SOCKET, 0)),
+            asyncio::submit(h, |sock| {
+                let req = asyncio::SendRequest {
+                    iov,
+                    total,
+                    os_flags,
+                    callback,
+                };
+                asyncio::send_async(sock, h, req)
+            })
+        }
     };
     // SAFETY: `sent_now` is NULL or points to a size_t (C's promise).
     unsafe { write_opt(sent_now, sent) };
@@ -155,7 +156,7 @@ pub extern "C" fn sock_send_async(
         if let (Some(func), SOCK_MSG_NONE) = (on_done, flags) {
             // The common case on its own short path (see `send_async_one`);
             // it runs under the handle table's read lock, as `submit_send`.
-            let fast = crate::handle::with(h, |sock| {
+            let fast = crate::table::with(h, |sock| {
                 asyncio::send_async_one(sock, h, &iov, func, UserData(user_data))
             });
             if let Some(Some((status, sent))) = fast {
@@ -232,14 +233,19 @@ pub extern "C" fn sock_recv_async(
             Ok(f) => f,
             Err(e) => return report(e),
         };
-        let sock = try_socket!(h);
+        if cap == 0 {
+            // No room for a byte: such a receive could only complete with 0
+            // bytes, which means end of stream.
+            return SOCK_INVALID_ARGUMENT;
+        }
         let callback = Callback {
             func,
             user_data: UserData(user_data),
             op: "recv_async",
             submitted: trace::now_if_enabled(),
         };
-        let (status, n) = asyncio::recv_async(&sock, h, buf.cast(), cap, os_flags, callback);
+        let (status, n) =
+            asyncio::submit(h, |sock| asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, callback));
         trace::op(h, "recv_async", n, status);
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(received_now, n) };

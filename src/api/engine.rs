@@ -1,17 +1,19 @@
 //! Exports for engines: who runs completion callbacks.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
+
 use crate::asyncio;
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::ffi::{try_non_null, try_socket, try_status, write_opt};
+use crate::fork;
 use crate::handle::sock_handle;
 use crate::panic::ffi_boundary;
 use crate::status::{
     report, sock_status, SOCK_INVALID_ARGUMENT, SOCK_OK, SOCK_OPERATION_NOT_SUPPORTED,
 };
-use crate::sync;
 
 /// An engine: the thread(s) — or, for a manual engine, the calls to
 /// `sock_engine_poll` — that run completion callbacks. Opaque.
@@ -23,8 +25,29 @@ pub struct sock_engine {
 /// if it is one of these.
 static LIVE: Mutex<Vec<Arc<Engine>>> = Mutex::new(Vec::new());
 
+/// The live engines, locked; the first use registers the fork hooks that
+/// keep this lock free in a fork child.
+fn live_engines() -> MutexGuard<'static, Vec<Arc<Engine>>> {
+    static HOOKS: Once = Once::new();
+    HOOKS.call_once(|| {
+        fork::register(
+            fork::Rank::LiveEngines,
+            fork::Hooks {
+                prepare: || std::mem::forget(LIVE.lock()),
+                // SAFETY: `prepare` took the lock in this thread and forgot
+                // its guard.
+                parent: || unsafe { LIVE.force_unlock() },
+                // SAFETY: as for `parent` (the child's only thread is the
+                // one that forked).
+                child: || unsafe { LIVE.force_unlock() },
+            },
+        )
+    });
+    LIVE.lock()
+}
+
 fn live(e: *const sock_engine) -> Option<Arc<Engine>> {
-    sync::lock(&LIVE)
+    live_engines()
         .iter()
         .find(|x| std::ptr::eq(Arc::as_ptr(x).cast(), e))
         .cloned()
@@ -50,9 +73,9 @@ pub extern "C" fn sock_engine_new(threads: u32, out: *mut *mut sock_engine) -> s
         try_non_null!(out);
         // SAFETY: checked non-NULL; C promises it points to a pointer.
         unsafe { out.write(std::ptr::null_mut()) };
-        let engine = try_status!(Engine::new(threads));
+        let engine = try_status!(Engine::new(threads, &asyncio::HANDLER));
         let ptr = Arc::as_ptr(&engine).cast_mut().cast::<sock_engine>();
-        sync::lock(&LIVE).push(engine);
+        live_engines().push(engine);
         // SAFETY: as above.
         unsafe { out.write(ptr) };
         SOCK_OK
@@ -71,7 +94,7 @@ pub extern "C" fn sock_engine_free(e: *mut sock_engine) -> sock_status {
     ffi_boundary! {
         try_non_null!(e);
         let engine = {
-            let mut engines = sync::lock(&LIVE);
+            let mut engines = live_engines();
             let Some(i) = engines.iter().position(|x| std::ptr::eq(Arc::as_ptr(x).cast(), e)) else {
                 return SOCK_INVALID_ARGUMENT;
             };
@@ -115,10 +138,13 @@ pub extern "C" fn sock_engine_poll(
             return SOCK_OPERATION_NOT_SUPPORTED;
         }
         let Some(lp) = engine.manual_loop() else { return SOCK_INVALID_ARGUMENT };
-        let ran = try_status!(lp.run_once(timeout));
+        let (result, ran) = lp.run_once(timeout);
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(completed, ran) };
-        SOCK_OK
+        match result {
+            Ok(()) => SOCK_OK,
+            Err(err) => report(err),
+        }
     }
 }
 
@@ -151,7 +177,7 @@ pub extern "C" fn sock_engine_fd(e: *mut sock_engine, fd: *mut i32) -> sock_stat
 pub extern "C" fn sock_attach(h: sock_handle, e: *mut sock_engine) -> sock_status {
     ffi_boundary! {
         let engine = if e.is_null() {
-            try_status!(engine::default_engine())
+            try_status!(asyncio::default_engine())
         } else {
             match live(e) {
                 Some(engine) => engine,
@@ -159,7 +185,7 @@ pub extern "C" fn sock_attach(h: sock_handle, e: *mut sock_engine) -> sock_statu
             }
         };
         let sock = try_socket!(h);
-        match asyncio::attach(&sock, engine.pick_loop()) {
+        match asyncio::attach(&sock, h, engine.pick_loop()) {
             Ok(()) => SOCK_OK,
             Err(err) => report(err),
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::address;
 use crate::ffi::{c_str, out_buf, write_opt, MAX_LEN};
-use crate::handle::{self, sock_handle};
+use crate::handle::sock_handle;
 use crate::io::{self, sock_buf, Fast, FastOne, SOCK_MSG_NONE};
 use crate::panic::ffi_boundary;
 use crate::socket::Socket;
@@ -17,6 +17,7 @@ use crate::status::{
     report, sock_status, Error, Result, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
     SOCK_NOT_SOCKET, SOCK_NO_BUFFER_SPACE, SOCK_OK,
 };
+use crate::table;
 use crate::trace;
 
 /// Writes the count, traces the call and turns the outcome into the
@@ -56,7 +57,7 @@ fn send_checked(
     if to.is_null() {
         // No address to resolve: the fast path runs under the table's read
         // lock, with no reference taken; only a send that must wait does.
-        let fast = handle::with(h, |sock| {
+        let fast = table::with(h, |sock| {
             go_on(sock, io::send_fast(sock, iov, total, os_flags, None))
         });
         return match fast {
@@ -65,7 +66,7 @@ fn send_checked(
         };
     }
     // Resolving the address may take long (a host name): not under the lock.
-    let Some(sock) = handle::lookup(h) else {
+    let Some(sock) = table::lookup(h) else {
         return fail(SOCK_NOT_SOCKET);
     };
     // SAFETY: non-NULL, and C promises a NUL-terminated string.
@@ -145,7 +146,7 @@ pub extern "C" fn sock_send(
             // The common case on its own short path (see `send_fast_one`).
             let one = single(buf, len);
             let fast =
-                handle::with(h, |sock| io::send_fast_one(sock, &one).map(|f| go_on(sock, f)));
+                table::with(h, |sock| io::send_fast_one(sock, &one).map(|f| go_on(sock, f)));
             match fast {
                 Some(FastOne::Sent) => {
                     // SAFETY: `sent` is NULL or points to a size_t (C's promise).
@@ -321,7 +322,7 @@ fn recv_checked(
         Ok(f) => f,
         Err(e) => return (Err(e), 0),
     };
-    let Some(sock) = handle::lookup(h) else {
+    let Some(sock) = table::lookup(h) else {
         return fail(SOCK_NOT_SOCKET);
     };
     let want_from = !address.is_null();

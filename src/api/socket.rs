@@ -6,19 +6,20 @@ use std::sync::Arc;
 use crate::address;
 use crate::asyncio;
 use crate::ffi::{c_str, try_non_null, try_socket, try_status, write_address, write_opt, MAX_LEN};
-use crate::handle::{self, sock_handle, SOCK_INVALID_HANDLE};
+use crate::handle::{sock_handle, SOCK_INVALID_HANDLE};
 use crate::options;
 use crate::panic::ffi_boundary;
 use crate::socket::{Family, Kind, Socket, SOCK_SHUT_BOTH, SOCK_SHUT_SEND};
 use crate::status::{
     report, sock_status, to_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_NOT_SOCKET, SOCK_OK,
 };
+use crate::table;
 use crate::trace;
 
 /// Stores a new socket in the table and its handle in `*out`
 /// (`SOCK_INVALID_HANDLE` on failure).
 fn publish(op: &str, socket: crate::status::Result<Socket>, out: *mut sock_handle) -> sock_status {
-    let result = socket.and_then(handle::insert);
+    let result = socket.and_then(table::insert);
     let (status, h) = match result {
         Ok(h) => (SOCK_OK, h),
         Err(e) => (report(e), SOCK_INVALID_HANDLE),
@@ -97,7 +98,7 @@ pub extern "C" fn sock_listen(h: sock_handle, backlog: i32) -> sock_status {
 pub extern "C" fn sock_accept(h: sock_handle, out: *mut sock_handle) -> sock_status {
     ffi_boundary! {
         try_non_null!(out);
-        let Some(sock) = handle::lookup(h) else {
+        let Some(sock) = table::lookup(h) else {
             // SAFETY: checked non-NULL above.
             unsafe { out.write(SOCK_INVALID_HANDLE) };
             return SOCK_NOT_SOCKET;
@@ -153,12 +154,18 @@ pub extern "C" fn sock_shutdown(h: sock_handle, how: i32) -> sock_status {
 pub extern "C" fn sock_close(h: sock_handle) -> sock_status {
     ffi_boundary! {
         traced(h, "close", || {
-            let Some(sock) = handle::remove(h) else {
+            let Some(sock) = table::lookup(h) else {
                 return SOCK_NOT_SOCKET;
             };
             // Pending operations end now, each callback once, and no later
-            // flush touches their buffers.
-            asyncio::abort_all(&sock, h);
+            // flush touches their buffers; from here on every submission on
+            // the socket is refused (it checks under the same queue lock).
+            asyncio::close(&sock, h);
+            drop(sock);
+            let Some(sock) = table::remove(h) else {
+                // Another thread's close of the same handle won.
+                return SOCK_NOT_SOCKET;
+            };
             // Out of the table, nobody can take a new reference: the count only
             // falls, so "1" means no other thread is inside a call on it.
             sock.close(Arc::strong_count(&sock) > 1);
@@ -225,7 +232,8 @@ pub extern "C" fn sock_peer_address(
 
 /// Sets a SOCK_OPT_* option. Booleans take 0 or 1; timeouts 0..INT32_MAX ms
 /// (0 = wait forever); buffer sizes 1..INT32_MAX; LINGER_MS -1 (off) or
-/// 0..INT32_MAX.
+/// 0..SOCK_LINGER_MS_MAX. Every value `sock_get_option` reports is accepted
+/// here and reads back the same (save and restore work).
 /// Errors: SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (unknown option, value
 /// out of range), SOCK_PROTOCOL_OPTION (option not for this protocol),
 /// OS errors.
