@@ -40,26 +40,6 @@
 #define SOCK_ENGINE_MAX_THREADS 256
 
 /*
- No flags.
- */
-#define SOCK_MSG_NONE 0
-
-/*
- Out-of-band data (MSG_OOB); send and receive.
- */
-#define SOCK_MSG_OOB 1
-
-/*
- Receive only: look at the data without consuming it (MSG_PEEK).
- */
-#define SOCK_MSG_PEEK 2
-
-/*
- Send only: bypass routing, send to directly connected hosts (MSG_DONTROUTE).
- */
-#define SOCK_MSG_DONT_ROUTE 4
-
-/*
  1 (default): calls wait; 0: calls that cannot progress return `SOCK_WOULD_BLOCK`.
  */
 #define SOCK_OPT_BLOCKING 1
@@ -169,6 +149,26 @@
  `sock_shutdown` how: both.
  */
 #define SOCK_SHUT_BOTH 2
+
+/*
+ No flags.
+ */
+#define SOCK_MSG_NONE 0
+
+/*
+ Out-of-band data (MSG_OOB); send and receive.
+ */
+#define SOCK_MSG_OOB 1
+
+/*
+ Receive only: look at the data without consuming it (MSG_PEEK).
+ */
+#define SOCK_MSG_PEEK 2
+
+/*
+ Send only: bypass routing, send to directly connected hosts (MSG_DONTROUTE).
+ */
+#define SOCK_MSG_DONT_ROUTE 4
 
 /*
  An engine: the thread(s) — or, for a manual engine, the calls to
@@ -462,14 +462,18 @@ extern "C" {
    on an engine thread: set up what it needs first), with the total bytes
    of the operation.
  - any other status: failed; `on_done` is not called and nothing of this
-   operation is queued (`*sent_now` says if bytes went before the error).
+   operation is queued. The socket's engine is bound (the default one
+   started) before the first byte goes, so a failure to get an engine
+   sends nothing; a stream error after part went inline (a reset) still
+   reports those bytes in `*sent_now`.
 
  `buf` must stay valid until `on_done` runs (or the call returns anything
  but SOCK_IO_PENDING); libsock never copies the payload. Operations on one
  socket leave in submission order, never interleaved with each other or
  with `sock_send`, and their callbacks run in that order.
  SOCK_OPT_SEND_TIMEOUT_MS bounds how long the operation may stay pending
- (then SOCK_TIMED_OUT with its partial count; later operations go on).
+ (then SOCK_TIMED_OUT with its partial count; later operations go on);
+ the deadline is fixed at submission, with the timeout in force then.
  `sock_close`, `sock_shutdown` (sending) and `sock_cancel_sends` complete
  pending operations with SOCK_OPERATION_ABORTED. With
  SOCK_OPT_ASYNC_INLINE_COMPLETION set to 0, an operation that finishes
@@ -528,11 +532,19 @@ sock_status sock_sendv_async(sock_handle h,
  end of stream, arrived), or an error (no callback). `buf` stays the
  caller's and must stay valid until `on_done`. Pending receives complete
  in submission order; SOCK_OPT_RECV_TIMEOUT_MS bounds how long one may
- stay pending (then SOCK_TIMED_OUT). A datagram longer than `cap` is cut
- and reported with SOCK_MESSAGE_SIZE. `flags`: SOCK_MSG_NONE, SOCK_MSG_OOB,
- SOCK_MSG_PEEK.
- Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT,
- SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED, SOCK_CONNECTION_RESET, OS errors.
+ stay pending (then SOCK_TIMED_OUT; the deadline is fixed at
+ submission). A datagram longer than `cap` is cut and reported with
+ SOCK_MESSAGE_SIZE. `cap` must be at least 1: a receive of 0 bytes could
+ not be told from end of stream, so it is refused. `flags`:
+ SOCK_MSG_NONE, SOCK_MSG_OOB (urgent data must be there already: with
+ none, the call fails at once with SOCK_INVALID_ARGUMENT, as recv(2)
+ reports EINVAL), SOCK_MSG_PEEK. `sock_shutdown(SOCK_SHUT_RECV)`
+ completes a pending receive as end of stream (SOCK_OK, 0 bytes).
+ Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT
+ (flags, `cap` 0 or > PTRDIFF_MAX, OOB data not there), SOCK_NOT_SOCKET
+ (also when `sock_close` on another thread won the race),
+ SOCK_NOT_CONNECTED, SOCK_CONNECTION_RESET, SOCK_OPERATION_ABORTED (the
+ socket's engine was freed), OS errors.
  */
 sock_status sock_recv_async(sock_handle h,
                             void *buf,
@@ -561,20 +573,36 @@ sock_status sock_cancel_sends(sock_handle h);
  anew; the parent's engines give SOCK_OPERATION_NOT_SUPPORTED
  (`sock_engine_free` just forgets them), and so do async calls on sockets
  bound to them until `sock_attach` binds them to an engine of the child.
- Operations pending at the fork complete in the parent only. Fork while
- no other thread is inside a libsock call.
+ Operations pending at the fork complete in the parent only. Another
+ thread may be inside any libsock call at the fork (an engine thread
+ always is): the library takes its locks around fork(2), so no lock is
+ left held in the child, and the child forgets the parent's blocking
+ senders. What a child may do with inherited sockets: blocking calls,
+ options, `sock_close` (which neither waits for nor completes the
+ parent's pending operations), `sock_attach` to an engine of its own and
+ async calls after that; and anything with sockets and engines it makes
+ itself.
  Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` >
  SOCK_ENGINE_MAX_THREADS), OS errors.
  */
 sock_status sock_engine_new(uint32_t threads, struct sock_engine **out);
 
 /*
- Frees an engine. First every pending operation of its sockets completes
- with SOCK_OPERATION_ABORTED (each callback once: on the engine's threads,
- or for a manual engine inside this call); then its threads are joined.
- Its sockets stay open, but their later async calls fail with
+ Frees an engine. New operations on its sockets are refused at once.
+ A callback of the engine that is running on another thread is waited
+ for; then every pending operation of its sockets completes with
+ SOCK_OPERATION_ABORTED, each callback once, in submission order per
+ socket, on one thread: the engine's threads, or for a manual engine
+ this call. A thread waiting in `sock_engine_poll` on it returns
+ SOCK_OPERATION_ABORTED. Then its threads are joined and its descriptors
+ closed. Its sockets stay open, but their later async calls fail with
  SOCK_OPERATION_ABORTED until `sock_attach` gives them another engine
  (NULL: the default one).
+
+ Called from one of the engine's own callbacks, it returns before the
+ remaining aborted callbacks have run: they run on that thread after the
+ current callback returns (for a manual engine, inside the same
+ `sock_engine_poll`, after the callbacks already due), still in order.
  Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live engine).
  */
 sock_status sock_engine_free(struct sock_engine *e);
@@ -586,7 +614,9 @@ sock_status sock_engine_free(struct sock_engine *e);
  thread. `*completed` (if not NULL) receives how many callbacks ran.
  Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live manual
  engine, `timeout_ms` < -1), SOCK_ALREADY_IN_PROGRESS (another thread is
- polling it, or a callback called this).
+ polling it, or a callback called this), SOCK_OPERATION_ABORTED (the
+ engine was freed while this call waited or ran: `*completed` still
+ counts the callbacks it ran; do not pass `e` again).
  */
 sock_status sock_engine_poll(struct sock_engine *e, int32_t timeout_ms, size_t *completed);
 
@@ -600,10 +630,13 @@ sock_status sock_engine_fd(struct sock_engine *e, int32_t *fd);
 
 /*
  Makes engine `e` (NULL: the default engine, started on first use with
- one I/O thread) run the callbacks of socket `h` from now on. The socket
- must have no pending async operation.
+ one I/O thread) run the callbacks of socket `h` from now on, and own the
+ deadlines of its later operations. The socket must have no pending
+ async operation (callbacks of completed ones that have not run yet
+ still run on the old engine).
  Errors: SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (not a live engine, or
- operations pending), OS errors.
+ operations pending), SOCK_OPERATION_NOT_SUPPORTED (in a fork child, an
+ engine of the parent), OS errors.
  */
 sock_status sock_attach(sock_handle h, struct sock_engine *e);
 
@@ -654,7 +687,11 @@ sock_status sock_set_trace(sock_trace_callback cb, void *user_data);
  expires: then SOCK_TIMED_OUT, with the bytes that did go in `*sent`.
  Non-blocking mode: sends what fits now (`*sent < len` is success);
  SOCK_WOULD_BLOCK with `*sent == 0` when nothing fits or another send
- holds the socket. Concurrent sends on one socket never interleave.
+ holds the socket. The mode is read while the call waits: a blocking
+ send that another thread switches to non-blocking returns at its next
+ wait: SOCK_OK with the bytes that went so far (`*sent < len`), or
+ SOCK_WOULD_BLOCK if none did.
+ Concurrent sends on one socket never interleave.
  Datagram sockets send one datagram (needs `sock_connect` first).
  `flags`: SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_DONT_ROUTE. `sent` may be
  NULL; otherwise it always receives the bytes sent, also on error.
@@ -786,6 +823,10 @@ sock_status sock_connect(sock_handle h, const char *address);
 /*
  Shuts down receiving (SOCK_SHUT_RECV), sending (SOCK_SHUT_SEND: the peer
  sees end of stream; later sends fail with SOCK_SHUTDOWN) or both.
+ Shutting down sending completes pending async sends with
+ SOCK_OPERATION_ABORTED first. Shutting down receiving completes a
+ pending async receive as end of stream (SOCK_OK with 0 bytes), not as
+ aborted: that is what the kernel reports to it.
  Errors: SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (unknown `how`),
  SOCK_NOT_CONNECTED, OS errors.
  */
@@ -796,6 +837,17 @@ sock_status sock_shutdown(sock_handle h, int32_t how);
  blocked on it in other threads return SOCK_OPERATION_ABORTED; the OS
  descriptor is closed once the last of them has returned. A bound
  "unix:" path is not unlinked.
+
+ Pending async operations: each completes exactly once with
+ SOCK_OPERATION_ABORTED (and, for sends, the bytes it did send). Their
+ callbacks run on the socket's engine as usual — possibly after this call
+ returned (a threaded engine's thread; a manual engine's next
+ `sock_engine_poll`), never inside it. When `sock_close` returns, the
+ library no longer reads or writes any data buffer of those operations,
+ but their `user_data` must stay valid until their callbacks ran. An
+ async call racing `sock_close` on another thread either is accepted
+ before the close (and then completes as above) or fails with
+ SOCK_NOT_SOCKET and no callback.
  Errors: SOCK_NOT_SOCKET.
  */
 sock_status sock_close(sock_handle h);

@@ -27,13 +27,14 @@ use crate::completion::{Callback, Completion, CompletionFn, UserData};
 use crate::engine::{Engine, Handler, Loop};
 use crate::fork;
 use crate::handle::sock_handle;
-use crate::io::{self, IOV_MAX};
+use crate::io;
 use crate::queue::{QueueGuard, QueueState, RecvOp, Seg, SendOp};
 use crate::socket::{Kind, Socket};
 use crate::status::{
     report, sock_status, Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_MESSAGE_SIZE,
     SOCK_NOT_SOCKET, SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_OPERATION_NOT_SUPPORTED, SOCK_TIMED_OUT,
 };
+use crate::sys::{self, IOV_MAX};
 use crate::table;
 use crate::trace;
 
@@ -278,15 +279,13 @@ pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_
     if let Err(e) = io::check_can_send(sock, req.iov.len(), false) {
         return (report(e), 0);
     }
-    let mut q = sock.queue.lock();
-    if let Err(e) = home_loop(&mut q, h) {
-        return (report(e), 0);
+    let bound = io::first_send(sock, req.iov, None, req.os_flags, |q| {
+        home_loop(q, h).map(drop)
+    });
+    match bound {
+        Ok((q, first)) => after_first_try(q, sock, h, req, first),
+        Err(e) => (report(e), 0),
     }
-    // The fast path: one system call, and usually that is all.
-    let first = q
-        .is_idle()
-        .then(|| io::send_once(sock, io::first_window(req.iov), None, req.os_flags));
-    after_first_try(q, sock, h, req, first)
 }
 
 /// `sock_send_async`'s common case on one short code path: one buffer, no
@@ -317,7 +316,7 @@ pub fn send_async_one(
             let req = SendRequest {
                 iov: one,
                 total: len,
-                os_flags: io::SEND_FLAGS_NONE,
+                os_flags: sys::SEND_FLAGS_NONE,
                 callback: Callback {
                     func,
                     user_data,
@@ -357,7 +356,7 @@ fn after_first_try(
         }
         Some(Ok(n)) => {
             // Part went: send what else fits now, without waiting.
-            let (result, n) = io::send_all(sock, iov, total, n, os_flags, None);
+            let (result, n) = io::send_all(sock, iov, total, n, os_flags, io::RoomWait::Never);
             if let Err(e) = result {
                 return (report(e), n);
             }
@@ -399,7 +398,7 @@ pub fn recv_async(
         return (SOCK_NOT_SOCKET, 0);
     }
     if !q.has_recvs() {
-        match io::recv_once(sock, buf, cap, os_flags, false) {
+        match sys::recv_once(sock, buf, cap, os_flags, false) {
             Ok(r) => {
                 let status = if r.truncated {
                     SOCK_MESSAGE_SIZE
@@ -467,7 +466,7 @@ fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
             break;
         };
         let offered: usize = iov.iter().map(|seg| seg.iov_len).sum();
-        match io::send_once(sock, iov, None, flags) {
+        match sys::send_once(sock, iov, None, flags) {
             Ok(n) if datagram => q.consume_datagram(n, &mut sink),
             Ok(n) => {
                 q.consume(n, &mut sink);
@@ -518,7 +517,7 @@ fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
             op.buf.0.iov_len,
             op.os_flags,
         );
-        match io::recv_once(sock, buf, cap, flags, false) {
+        match sys::recv_once(sock, buf, cap, flags, false) {
             Ok(r) => {
                 if let Some(op) = q.pop_recv() {
                     let status = if r.truncated {

@@ -1,5 +1,6 @@
-//! Blocking-path I/O: send-all over a gather list, datagram sends, and
-//! receives, honouring the socket's blocking mode and timeouts.
+//! The blocking path's policy: send-all over a gather list, datagram
+//! sends, and receives, honouring the socket's blocking mode and timeouts
+//! (the system calls themselves are `sys`'s).
 //!
 //! Every send holds the socket's turn (`queue`) for its whole duration, so
 //! the bytes of concurrent calls never interleave; every system call uses
@@ -8,128 +9,19 @@
 //! exception: a blocking receive with no timeout on a connected stream
 //! waits inside `recv` itself (`Socket::kernel_may_wait`).
 
-use std::ffi::c_void;
-
 use socket2::SockAddr;
 
 use crate::queue::{QueueGuard, QueueState};
 use crate::socket::{Kind, Socket, State};
 use crate::status::{
-    Error, Result, SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
-    SOCK_NOT_CONNECTED, SOCK_OPERATION_ABORTED, SOCK_WOULD_BLOCK,
+    Error, Result, SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_MESSAGE_SIZE, SOCK_NOT_CONNECTED,
+    SOCK_WOULD_BLOCK,
 };
+use crate::sys::{first_window, recv_once, send_once, Received, IOV_MAX, SEND_FLAGS_NONE};
 use crate::wait::Deadline;
 
-/// No flags.
-pub const SOCK_MSG_NONE: i32 = 0;
-/// Out-of-band data (MSG_OOB); send and receive.
-pub const SOCK_MSG_OOB: i32 = 1;
-/// Receive only: look at the data without consuming it (MSG_PEEK).
-pub const SOCK_MSG_PEEK: i32 = 2;
-/// Send only: bypass routing, send to directly connected hosts (MSG_DONTROUTE).
-pub const SOCK_MSG_DONT_ROUTE: i32 = 4;
-
-/// One segment of a gather list: `len` bytes at `data`. Same layout as `struct iovec`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-#[allow(non_camel_case_types)]
-pub struct sock_buf {
-    /// The bytes; may be NULL only when `len` is 0.
-    pub data: *const c_void,
-    /// Number of bytes at `data`.
-    pub len: usize,
-}
-
-// `sock_buf` arrays are handed to the kernel as `iovec` arrays.
-const _: () = assert!(std::mem::size_of::<sock_buf>() == std::mem::size_of::<libc::iovec>());
-const _: () = assert!(std::mem::align_of::<sock_buf>() == std::mem::align_of::<libc::iovec>());
-
-/// Linux's limit on segments per `sendmsg` (UIO_MAXIOV).
-pub(crate) const IOV_MAX: usize = 1024;
 /// Segments copied to the stack when a send resumes inside a segment.
 const RESUME_WINDOW: usize = 64;
-
-/// Validates `sock_send` flags and turns them into OS flags.
-pub fn send_flags(flags: i32) -> Result<libc::c_int> {
-    if flags & !(SOCK_MSG_OOB | SOCK_MSG_DONT_ROUTE) != 0 {
-        return Err(Error::new(SOCK_INVALID_ARGUMENT));
-    }
-    let mut os = SEND_FLAGS_NONE;
-    if flags & SOCK_MSG_OOB != 0 {
-        os |= libc::MSG_OOB;
-    }
-    if flags & SOCK_MSG_DONT_ROUTE != 0 {
-        os |= libc::MSG_DONTROUTE;
-    }
-    Ok(os)
-}
-
-/// The OS flags of a send with `SOCK_MSG_NONE`.
-pub(crate) const SEND_FLAGS_NONE: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-
-/// Validates `sock_recv` flags and turns them into OS flags.
-pub fn recv_flags(flags: i32) -> Result<libc::c_int> {
-    if flags & !(SOCK_MSG_OOB | SOCK_MSG_PEEK) != 0 {
-        return Err(Error::new(SOCK_INVALID_ARGUMENT));
-    }
-    let mut os = libc::MSG_DONTWAIT;
-    if flags & SOCK_MSG_OOB != 0 {
-        os |= libc::MSG_OOB;
-    }
-    if flags & SOCK_MSG_PEEK != 0 {
-        os |= libc::MSG_PEEK;
-    }
-    Ok(os)
-}
-
-/// One send system call: `send` for the common single-segment case,
-/// `sendmsg` otherwise. `EINTR` is retried here; `EAGAIN` comes back as an
-/// error with that errno.
-#[inline]
-pub(crate) fn send_once(
-    sock: &Socket,
-    iov: &[libc::iovec],
-    to: Option<&SockAddr>,
-    flags: libc::c_int,
-) -> Result<usize> {
-    loop {
-        match send_syscall(sock, iov, to, flags) {
-            Err(e) if e.errno == libc::EINTR => continue,
-            result => return result,
-        }
-    }
-}
-
-#[inline]
-fn send_syscall(
-    sock: &Socket,
-    iov: &[libc::iovec],
-    to: Option<&SockAddr>,
-    flags: libc::c_int,
-) -> Result<usize> {
-    let n = if let ([one], None) = (iov, to) {
-        // SAFETY: the segment describes `iov_len` readable bytes (checked
-        // by the caller at the ABI boundary).
-        unsafe { libc::send(sock.fd(), one.iov_base, one.iov_len, flags) }
-    } else {
-        // SAFETY: msghdr is plain old data; all-zero means "no fields set".
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        if let Some(addr) = to {
-            msg.msg_name = addr.as_ptr() as *mut c_void;
-            msg.msg_namelen = addr.len();
-        }
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len();
-        // SAFETY: `msg` points at the caller's valid segments and address,
-        // which outlive the call; the kernel only reads them.
-        unsafe { libc::sendmsg(sock.fd(), &msg, flags) }
-    };
-    if n < 0 {
-        Err(Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
 
 /// Sends the gather list `bufs` (`total` bytes) on `sock`, to `to` when
 /// given (datagram sockets). Returns the outcome and the bytes handed to
@@ -177,14 +69,35 @@ pub fn send_fast(
     // A stream's destination is its peer: `sock_send_to`'s address is
     // checked by the caller and then ignored, as Winsock does.
     let to = if sock.kind == Kind::Stream { None } else { to };
-    let Some(idle) = sock.queue.lock_if_idle() else {
-        return Fast::Wait {
+    match first_send(sock, bufs, to, os_flags, |_| Ok(())) {
+        Ok((idle, Some(result))) => after_first_send(sock, idle, result, total),
+        Ok((_busy, None)) => Fast::Wait {
             sent: 0,
             turn_taken: false,
-        };
-    };
-    let result = send_once(sock, first_window(bufs), to, os_flags);
-    after_first_send(sock, idle, result, total)
+        },
+        Err(e) => Fast::Done((Err(e), 0)),
+    }
+}
+
+/// The first send both general paths share (`send_fast` here and
+/// `asyncio::send_async`): takes the queue lock, lets `prepare` refuse or
+/// set up under it (the async path binds the socket's engine there), and
+/// when nobody else sends or waits, makes one system call for the front of
+/// the gather list. Returns the guard and that call's result (`None`: the
+/// queue was busy, nothing was tried).
+pub(crate) fn first_send<'a>(
+    sock: &'a Socket,
+    bufs: &[libc::iovec],
+    to: Option<&SockAddr>,
+    os_flags: libc::c_int,
+    prepare: impl FnOnce(&mut QueueState) -> Result<()>,
+) -> Result<(QueueGuard<'a>, Option<Result<usize>>)> {
+    let mut q = sock.queue.lock();
+    prepare(&mut q)?;
+    let first = q
+        .is_idle()
+        .then(|| send_once(sock, first_window(bufs), to, os_flags));
+    Ok((q, first))
 }
 
 /// What `send_fast_one` got to.
@@ -290,7 +203,7 @@ pub fn send_slow(
         Err(e) => return (Err(e), 0),
     };
     match sock.kind {
-        Kind::Stream => send_all(sock, bufs, total, sent, os_flags, Some(deadline)),
+        Kind::Stream => send_all(sock, bufs, total, sent, os_flags, RoomWait::Until(deadline)),
         Kind::Dgram => match send_datagram(sock, bufs, to, os_flags, deadline) {
             Ok(n) => (Ok(()), n),
             Err(e) => (Err(e), 0),
@@ -329,18 +242,25 @@ fn send_datagram(
     }
 }
 
-/// Stream send-all: retries short writes and EINTR, waits for room within
-/// the deadline, and in non-blocking mode stops when the kernel is full.
-/// With no deadline at all (`None`, the async path's inline attempt) it
-/// never waits: it returns `Ok` with what went once the kernel is full.
-/// `total` is the gather list's length and `sent` what already went.
+/// Whether `send_all` may wait for room in the kernel.
+pub(crate) enum RoomWait {
+    /// Never: once the kernel is full, report what went (the async path's
+    /// inline attempt).
+    Never,
+    /// As the socket's mode allows, until the deadline.
+    Until(Deadline),
+}
+
+/// Stream send-all: retries short writes, waits for room as `wait` allows,
+/// and in non-blocking mode stops when the kernel is full. `total` is the
+/// gather list's length and `sent` what already went.
 pub(crate) fn send_all(
     sock: &Socket,
     bufs: &[libc::iovec],
     total: usize,
     mut sent: usize,
     os_flags: libc::c_int,
-    deadline: Option<Deadline>,
+    wait: RoomWait,
 ) -> (Result<()>, usize) {
     let (mut index, mut offset) = advance(bufs, 0, 0, sent);
     loop {
@@ -377,9 +297,9 @@ pub(crate) fn send_all(
                 }
                 (index, offset) = advance(bufs, index, offset, n);
             }
-            Err(e) if e.errno == libc::EAGAIN => match deadline {
-                None => return (Ok(()), sent),
-                Some(deadline) => match sock.wait(libc::POLLOUT, deadline) {
+            Err(e) if e.errno == libc::EAGAIN => match wait {
+                RoomWait::Never => return (Ok(()), sent),
+                RoomWait::Until(deadline) => match sock.wait(libc::POLLOUT, deadline) {
                     Ok(()) => {}
                     // Non-blocking mode: what fit is a success.
                     Err(e) if e.status == SOCK_WOULD_BLOCK && sent > 0 => return (Ok(()), sent),
@@ -389,11 +309,6 @@ pub(crate) fn send_all(
             Err(e) => return (Err(sock.fail(e)), sent),
         }
     }
-}
-
-/// The segments one system call may take from the front of a gather list.
-pub(crate) fn first_window(bufs: &[libc::iovec]) -> &[libc::iovec] {
-    &bufs[..bufs.len().min(IOV_MAX)]
 }
 
 /// The cursor (segment, offset in it) `n` bytes past (`index`, `offset`).
@@ -413,15 +328,6 @@ fn advance(
         offset = 0;
     }
     (index, offset)
-}
-
-/// What one receive got.
-pub struct Received {
-    pub len: usize,
-    /// The datagram was longer than the buffer; `len` bytes of it were kept.
-    pub truncated: bool,
-    /// The sender's address, when asked for and known.
-    pub from: Option<SockAddr>,
 }
 
 /// Receives into `buf` (`cap` bytes), waiting per the blocking mode and
@@ -454,82 +360,4 @@ pub fn recv(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// One receive system call (`EINTR` retried here): EAGAIN comes back as an
-/// error with that errno. An end of stream caused by `sock_close` is
-/// reported as `SOCK_OPERATION_ABORTED`.
-pub(crate) fn recv_once(
-    sock: &Socket,
-    buf: *mut u8,
-    cap: usize,
-    os_flags: libc::c_int,
-    want_from: bool,
-) -> Result<Received> {
-    loop {
-        let result = if sock.kind == Kind::Stream && !want_from {
-            // SAFETY: the caller checked `buf` is valid for `cap` bytes of writes.
-            let n = unsafe { libc::recv(sock.fd(), buf.cast(), cap, os_flags) };
-            if n < 0 {
-                Err(Error::last_os_error())
-            } else {
-                Ok(Received {
-                    len: n as usize,
-                    truncated: false,
-                    from: None,
-                })
-            }
-        } else {
-            recv_msg(sock, buf, cap, os_flags)
-        };
-        return match result {
-            Ok(r) if r.len == 0 && cap > 0 && sock.kind == Kind::Stream => {
-                // An end of stream caused by our own close, or after a reset
-                // that another call already reported, is not an orderly end.
-                if sock.is_closed() {
-                    Err(Error::new(SOCK_OPERATION_ABORTED))
-                } else if let Some(e) = sock.broken_error() {
-                    Err(e)
-                } else {
-                    Ok(r)
-                }
-            }
-            Ok(r) => Ok(r),
-            Err(e) if e.errno == libc::EINTR => continue,
-            Err(e) if e.errno == libc::EAGAIN => Err(e),
-            Err(e) => Err(sock.fail(e)),
-        };
-    }
-}
-
-fn recv_msg(sock: &Socket, buf: *mut u8, cap: usize, os_flags: libc::c_int) -> Result<Received> {
-    let mut iov = libc::iovec {
-        iov_base: buf.cast(),
-        iov_len: cap,
-    };
-    // SAFETY: msghdr is plain old data; all-zero means "no fields set".
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    // SAFETY: try_init hands us storage for any socket address and its
-    // length; recvmsg writes at most that many bytes and reports the
-    // length it wrote, which we pass back.
-    let result = unsafe {
-        SockAddr::try_init(|storage, len| {
-            msg.msg_name = storage.cast();
-            msg.msg_namelen = *len;
-            let n = libc::recvmsg(sock.fd(), &mut msg, os_flags);
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            *len = msg.msg_namelen;
-            Ok(n as usize)
-        })
-    };
-    let (len, from) = result.map_err(Error::from)?;
-    Ok(Received {
-        len,
-        truncated: sock.kind == Kind::Dgram && msg.msg_flags & libc::MSG_TRUNC != 0,
-        from: (from.len() > 0).then_some(from),
-    })
 }

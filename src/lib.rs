@@ -15,29 +15,30 @@ mod fork;
 mod panic;
 mod sync;
 
-pub mod address;
+pub(crate) mod address;
 pub mod api;
-pub mod asyncio;
+pub(crate) mod asyncio;
 pub mod completion;
-pub mod engine;
+pub(crate) mod engine;
 pub mod handle;
-pub mod io;
-pub mod options;
-pub mod pacing;
+pub(crate) mod io;
+pub(crate) mod options;
+pub(crate) mod pacing;
 pub mod queue;
-pub mod socket;
+pub(crate) mod socket;
 pub mod status;
-pub mod table;
-pub mod trace;
+pub(crate) mod sys;
+pub(crate) mod table;
+pub(crate) mod trace;
 pub mod wait;
 
 pub use address::SOCK_ADDRESS_MAX_LEN;
 pub use api::*;
 pub use handle::{sock_handle, SOCK_INVALID_HANDLE};
-pub use io::{sock_buf, SOCK_MSG_DONT_ROUTE, SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_PEEK};
 pub use options::*;
 pub use socket::{
     SOCK_FAMILY_INET, SOCK_FAMILY_INET6, SOCK_FAMILY_UNIX, SOCK_SHUT_BOTH, SOCK_SHUT_RECV,
     SOCK_SHUT_SEND, SOCK_TYPE_DGRAM, SOCK_TYPE_STREAM,
 };
 pub use status::*;
+pub use sys::{sock_buf, SOCK_MSG_DONT_ROUTE, SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_PEEK};

@@ -1,5 +1,5 @@
 //! Status codes (values equal Winsock / .NET `SocketError`), the Linux errno
-//! mapping of CONTRACT appendix A, `sock_strerror`'s texts and the
+//! mapping (as .NET maps errno on Linux), `sock_strerror`'s texts and the
 //! thread's last OS error.
 
 use std::cell::Cell;
@@ -93,143 +93,315 @@ pub const SOCK_TRY_AGAIN: sock_status = 11002;
 /// The name resolved, but to no data of the requested kind.
 pub const SOCK_NO_DATA: sock_status = 11004;
 
-/// Maps a Linux errno to a status as .NET maps it (CONTRACT appendix A).
-pub fn status_from_errno(errno: i32) -> sock_status {
-    match errno {
-        libc::EBADF | libc::ECANCELED => SOCK_OPERATION_ABORTED,
-        libc::EINTR => SOCK_INTERRUPTED,
-        libc::EACCES | libc::EPERM => SOCK_ACCESS_DENIED,
-        libc::EFAULT => SOCK_FAULT,
-        libc::EINVAL => SOCK_INVALID_ARGUMENT,
-        libc::EMFILE | libc::ENFILE => SOCK_TOO_MANY_OPEN_SOCKETS,
-        libc::EAGAIN => SOCK_WOULD_BLOCK,
-        libc::EINPROGRESS => SOCK_IN_PROGRESS,
-        libc::EALREADY => SOCK_ALREADY_IN_PROGRESS,
-        libc::ENOTSOCK => SOCK_NOT_SOCKET,
-        libc::EDESTADDRREQ => SOCK_DESTINATION_ADDRESS_REQUIRED,
-        libc::EMSGSIZE => SOCK_MESSAGE_SIZE,
-        libc::EPROTOTYPE => SOCK_PROTOCOL_TYPE,
-        libc::ENOPROTOOPT => SOCK_PROTOCOL_OPTION,
-        libc::EPROTONOSUPPORT => SOCK_PROTOCOL_NOT_SUPPORTED,
-        libc::ESOCKTNOSUPPORT => SOCK_SOCKET_NOT_SUPPORTED,
-        libc::EOPNOTSUPP => SOCK_OPERATION_NOT_SUPPORTED,
-        libc::EPFNOSUPPORT => SOCK_PROTOCOL_FAMILY_NOT_SUPPORTED,
-        libc::EAFNOSUPPORT => SOCK_ADDRESS_FAMILY_NOT_SUPPORTED,
-        libc::EADDRINUSE => SOCK_ADDRESS_ALREADY_IN_USE,
-        libc::EADDRNOTAVAIL | libc::ENOENT => SOCK_ADDRESS_NOT_AVAILABLE,
-        libc::ENETDOWN => SOCK_NETWORK_DOWN,
-        libc::ENETUNREACH => SOCK_NETWORK_UNREACHABLE,
-        libc::ENETRESET => SOCK_NETWORK_RESET,
-        libc::ECONNABORTED => SOCK_CONNECTION_ABORTED,
-        libc::ECONNRESET => SOCK_CONNECTION_RESET,
-        libc::ENOBUFS => SOCK_NO_BUFFER_SPACE,
-        libc::EISCONN => SOCK_IS_CONNECTED,
-        libc::ENOTCONN => SOCK_NOT_CONNECTED,
-        libc::EPIPE => SOCK_SHUTDOWN,
-        libc::ETIMEDOUT => SOCK_TIMED_OUT,
-        libc::ECONNREFUSED => SOCK_CONNECTION_REFUSED,
-        libc::EHOSTDOWN => SOCK_HOST_DOWN,
-        libc::EHOSTUNREACH => SOCK_HOST_UNREACHABLE,
-        libc::ESHUTDOWN => SOCK_DISCONNECTING,
-        libc::ENODATA => SOCK_NO_DATA,
-        _ => SOCK_SOCKET_ERROR,
+/// One status: its value, C name, `sock_strerror` text (NUL-terminated)
+/// and the Linux errnos that map to it (as .NET maps errno on Linux).
+struct StatusRow {
+    status: sock_status,
+    name: &'static str,
+    text: &'static str,
+    errnos: &'static [i32],
+}
+
+const fn row(
+    status: sock_status,
+    name: &'static str,
+    text: &'static str,
+    errnos: &'static [i32],
+) -> StatusRow {
+    StatusRow {
+        status,
+        name,
+        text,
+        errnos,
     }
+}
+
+/// Every status, by value: the one table the name, the text and the errno
+/// mapping all come from.
+const STATUSES: &[StatusRow] = &[
+    row(
+        SOCK_SOCKET_ERROR,
+        "SOCK_SOCKET_ERROR",
+        "socket error (see sock_os_error)\0",
+        &[],
+    ),
+    row(SOCK_OK, "SOCK_OK", "success\0", &[]),
+    row(
+        SOCK_OPERATION_ABORTED,
+        "SOCK_OPERATION_ABORTED",
+        "operation aborted by close, shutdown or cancel\0",
+        &[libc::EBADF, libc::ECANCELED],
+    ),
+    row(
+        SOCK_IO_PENDING,
+        "SOCK_IO_PENDING",
+        "operation pending; its callback will run\0",
+        &[],
+    ),
+    row(
+        SOCK_INTERRUPTED,
+        "SOCK_INTERRUPTED",
+        "interrupted system call\0",
+        &[libc::EINTR],
+    ),
+    row(
+        SOCK_ACCESS_DENIED,
+        "SOCK_ACCESS_DENIED",
+        "permission denied\0",
+        &[libc::EACCES, libc::EPERM],
+    ),
+    row(
+        SOCK_FAULT,
+        "SOCK_FAULT",
+        "a required pointer is NULL\0",
+        &[libc::EFAULT],
+    ),
+    row(
+        SOCK_INVALID_ARGUMENT,
+        "SOCK_INVALID_ARGUMENT",
+        "invalid argument\0",
+        &[libc::EINVAL],
+    ),
+    row(
+        SOCK_TOO_MANY_OPEN_SOCKETS,
+        "SOCK_TOO_MANY_OPEN_SOCKETS",
+        "too many open sockets\0",
+        &[libc::EMFILE, libc::ENFILE],
+    ),
+    row(
+        SOCK_WOULD_BLOCK,
+        "SOCK_WOULD_BLOCK",
+        "operation would block\0",
+        &[libc::EAGAIN],
+    ),
+    row(
+        SOCK_IN_PROGRESS,
+        "SOCK_IN_PROGRESS",
+        "operation now in progress\0",
+        &[libc::EINPROGRESS],
+    ),
+    row(
+        SOCK_ALREADY_IN_PROGRESS,
+        "SOCK_ALREADY_IN_PROGRESS",
+        "operation already in progress\0",
+        &[libc::EALREADY],
+    ),
+    row(
+        SOCK_NOT_SOCKET,
+        "SOCK_NOT_SOCKET",
+        "not a socket: invalid, closed or stale handle\0",
+        &[libc::ENOTSOCK],
+    ),
+    row(
+        SOCK_DESTINATION_ADDRESS_REQUIRED,
+        "SOCK_DESTINATION_ADDRESS_REQUIRED",
+        "destination address required\0",
+        &[libc::EDESTADDRREQ],
+    ),
+    row(
+        SOCK_MESSAGE_SIZE,
+        "SOCK_MESSAGE_SIZE",
+        "message too long\0",
+        &[libc::EMSGSIZE],
+    ),
+    row(
+        SOCK_PROTOCOL_TYPE,
+        "SOCK_PROTOCOL_TYPE",
+        "protocol wrong type for socket\0",
+        &[libc::EPROTOTYPE],
+    ),
+    row(
+        SOCK_PROTOCOL_OPTION,
+        "SOCK_PROTOCOL_OPTION",
+        "option not supported by protocol\0",
+        &[libc::ENOPROTOOPT],
+    ),
+    row(
+        SOCK_PROTOCOL_NOT_SUPPORTED,
+        "SOCK_PROTOCOL_NOT_SUPPORTED",
+        "protocol not supported\0",
+        &[libc::EPROTONOSUPPORT],
+    ),
+    row(
+        SOCK_SOCKET_NOT_SUPPORTED,
+        "SOCK_SOCKET_NOT_SUPPORTED",
+        "socket type not supported\0",
+        &[libc::ESOCKTNOSUPPORT],
+    ),
+    row(
+        SOCK_OPERATION_NOT_SUPPORTED,
+        "SOCK_OPERATION_NOT_SUPPORTED",
+        "operation not supported\0",
+        &[libc::EOPNOTSUPP],
+    ),
+    row(
+        SOCK_PROTOCOL_FAMILY_NOT_SUPPORTED,
+        "SOCK_PROTOCOL_FAMILY_NOT_SUPPORTED",
+        "protocol family not supported\0",
+        &[libc::EPFNOSUPPORT],
+    ),
+    row(
+        SOCK_ADDRESS_FAMILY_NOT_SUPPORTED,
+        "SOCK_ADDRESS_FAMILY_NOT_SUPPORTED",
+        "address family not supported\0",
+        &[libc::EAFNOSUPPORT],
+    ),
+    row(
+        SOCK_ADDRESS_ALREADY_IN_USE,
+        "SOCK_ADDRESS_ALREADY_IN_USE",
+        "address already in use\0",
+        &[libc::EADDRINUSE],
+    ),
+    row(
+        SOCK_ADDRESS_NOT_AVAILABLE,
+        "SOCK_ADDRESS_NOT_AVAILABLE",
+        "address not available\0",
+        &[libc::EADDRNOTAVAIL, libc::ENOENT],
+    ),
+    row(
+        SOCK_NETWORK_DOWN,
+        "SOCK_NETWORK_DOWN",
+        "network is down\0",
+        &[libc::ENETDOWN],
+    ),
+    row(
+        SOCK_NETWORK_UNREACHABLE,
+        "SOCK_NETWORK_UNREACHABLE",
+        "network is unreachable\0",
+        &[libc::ENETUNREACH],
+    ),
+    row(
+        SOCK_NETWORK_RESET,
+        "SOCK_NETWORK_RESET",
+        "network dropped connection on reset\0",
+        &[libc::ENETRESET],
+    ),
+    row(
+        SOCK_CONNECTION_ABORTED,
+        "SOCK_CONNECTION_ABORTED",
+        "connection aborted\0",
+        &[libc::ECONNABORTED],
+    ),
+    row(
+        SOCK_CONNECTION_RESET,
+        "SOCK_CONNECTION_RESET",
+        "connection reset by peer\0",
+        &[libc::ECONNRESET],
+    ),
+    row(
+        SOCK_NO_BUFFER_SPACE,
+        "SOCK_NO_BUFFER_SPACE",
+        "no buffer space available\0",
+        &[libc::ENOBUFS],
+    ),
+    row(
+        SOCK_IS_CONNECTED,
+        "SOCK_IS_CONNECTED",
+        "socket is already connected\0",
+        &[libc::EISCONN],
+    ),
+    row(
+        SOCK_NOT_CONNECTED,
+        "SOCK_NOT_CONNECTED",
+        "socket is not connected\0",
+        &[libc::ENOTCONN],
+    ),
+    row(
+        SOCK_SHUTDOWN,
+        "SOCK_SHUTDOWN",
+        "socket is shut down for sending\0",
+        &[libc::EPIPE],
+    ),
+    row(
+        SOCK_TIMED_OUT,
+        "SOCK_TIMED_OUT",
+        "timed out\0",
+        &[libc::ETIMEDOUT],
+    ),
+    row(
+        SOCK_CONNECTION_REFUSED,
+        "SOCK_CONNECTION_REFUSED",
+        "connection refused\0",
+        &[libc::ECONNREFUSED],
+    ),
+    row(
+        SOCK_HOST_DOWN,
+        "SOCK_HOST_DOWN",
+        "host is down\0",
+        &[libc::EHOSTDOWN],
+    ),
+    row(
+        SOCK_HOST_UNREACHABLE,
+        "SOCK_HOST_UNREACHABLE",
+        "no route to host\0",
+        &[libc::EHOSTUNREACH],
+    ),
+    row(
+        SOCK_DISCONNECTING,
+        "SOCK_DISCONNECTING",
+        "socket is disconnecting\0",
+        &[libc::ESHUTDOWN],
+    ),
+    row(
+        SOCK_HOST_NOT_FOUND,
+        "SOCK_HOST_NOT_FOUND",
+        "host not found\0",
+        &[],
+    ),
+    row(
+        SOCK_TRY_AGAIN,
+        "SOCK_TRY_AGAIN",
+        "name resolution failed for now; try again\0",
+        &[],
+    ),
+    row(
+        SOCK_NO_DATA,
+        "SOCK_NO_DATA",
+        "name has no data of the requested kind\0",
+        &[libc::ENODATA],
+    ),
+];
+
+/// errno -> status for errnos below `ERRNO_LIMIT`, built from `STATUSES`
+/// at compile time (any other errno is `SOCK_SOCKET_ERROR`).
+const ERRNO_LIMIT: usize = 256;
+static ERRNO_STATUS: [sock_status; ERRNO_LIMIT] = {
+    let mut map = [SOCK_SOCKET_ERROR; ERRNO_LIMIT];
+    let mut i = 0;
+    while i < STATUSES.len() {
+        let mut k = 0;
+        while k < STATUSES[i].errnos.len() {
+            map[STATUSES[i].errnos[k] as usize] = STATUSES[i].status;
+            k += 1;
+        }
+        i += 1;
+    }
+    map
+};
+
+fn row_of(status: sock_status) -> Option<&'static StatusRow> {
+    STATUSES
+        .binary_search_by_key(&status, |r| r.status)
+        .ok()
+        .map(|i| &STATUSES[i])
+}
+
+/// Maps a Linux errno to a status as .NET maps it on Linux.
+pub fn status_from_errno(errno: i32) -> sock_status {
+    usize::try_from(errno)
+        .ok()
+        .and_then(|e| ERRNO_STATUS.get(e).copied())
+        .unwrap_or(SOCK_SOCKET_ERROR)
 }
 
 /// The C name of a status code ("SOCK_TIMED_OUT"), or "SOCK_UNKNOWN".
 pub fn status_name(status: sock_status) -> &'static str {
-    match status {
-        SOCK_OK => "SOCK_OK",
-        SOCK_SOCKET_ERROR => "SOCK_SOCKET_ERROR",
-        SOCK_OPERATION_ABORTED => "SOCK_OPERATION_ABORTED",
-        SOCK_IO_PENDING => "SOCK_IO_PENDING",
-        SOCK_INTERRUPTED => "SOCK_INTERRUPTED",
-        SOCK_ACCESS_DENIED => "SOCK_ACCESS_DENIED",
-        SOCK_FAULT => "SOCK_FAULT",
-        SOCK_INVALID_ARGUMENT => "SOCK_INVALID_ARGUMENT",
-        SOCK_TOO_MANY_OPEN_SOCKETS => "SOCK_TOO_MANY_OPEN_SOCKETS",
-        SOCK_WOULD_BLOCK => "SOCK_WOULD_BLOCK",
-        SOCK_IN_PROGRESS => "SOCK_IN_PROGRESS",
-        SOCK_ALREADY_IN_PROGRESS => "SOCK_ALREADY_IN_PROGRESS",
-        SOCK_NOT_SOCKET => "SOCK_NOT_SOCKET",
-        SOCK_DESTINATION_ADDRESS_REQUIRED => "SOCK_DESTINATION_ADDRESS_REQUIRED",
-        SOCK_MESSAGE_SIZE => "SOCK_MESSAGE_SIZE",
-        SOCK_PROTOCOL_TYPE => "SOCK_PROTOCOL_TYPE",
-        SOCK_PROTOCOL_OPTION => "SOCK_PROTOCOL_OPTION",
-        SOCK_PROTOCOL_NOT_SUPPORTED => "SOCK_PROTOCOL_NOT_SUPPORTED",
-        SOCK_SOCKET_NOT_SUPPORTED => "SOCK_SOCKET_NOT_SUPPORTED",
-        SOCK_OPERATION_NOT_SUPPORTED => "SOCK_OPERATION_NOT_SUPPORTED",
-        SOCK_PROTOCOL_FAMILY_NOT_SUPPORTED => "SOCK_PROTOCOL_FAMILY_NOT_SUPPORTED",
-        SOCK_ADDRESS_FAMILY_NOT_SUPPORTED => "SOCK_ADDRESS_FAMILY_NOT_SUPPORTED",
-        SOCK_ADDRESS_ALREADY_IN_USE => "SOCK_ADDRESS_ALREADY_IN_USE",
-        SOCK_ADDRESS_NOT_AVAILABLE => "SOCK_ADDRESS_NOT_AVAILABLE",
-        SOCK_NETWORK_DOWN => "SOCK_NETWORK_DOWN",
-        SOCK_NETWORK_UNREACHABLE => "SOCK_NETWORK_UNREACHABLE",
-        SOCK_NETWORK_RESET => "SOCK_NETWORK_RESET",
-        SOCK_CONNECTION_ABORTED => "SOCK_CONNECTION_ABORTED",
-        SOCK_CONNECTION_RESET => "SOCK_CONNECTION_RESET",
-        SOCK_NO_BUFFER_SPACE => "SOCK_NO_BUFFER_SPACE",
-        SOCK_IS_CONNECTED => "SOCK_IS_CONNECTED",
-        SOCK_NOT_CONNECTED => "SOCK_NOT_CONNECTED",
-        SOCK_SHUTDOWN => "SOCK_SHUTDOWN",
-        SOCK_TIMED_OUT => "SOCK_TIMED_OUT",
-        SOCK_CONNECTION_REFUSED => "SOCK_CONNECTION_REFUSED",
-        SOCK_HOST_DOWN => "SOCK_HOST_DOWN",
-        SOCK_HOST_UNREACHABLE => "SOCK_HOST_UNREACHABLE",
-        SOCK_DISCONNECTING => "SOCK_DISCONNECTING",
-        SOCK_HOST_NOT_FOUND => "SOCK_HOST_NOT_FOUND",
-        SOCK_TRY_AGAIN => "SOCK_TRY_AGAIN",
-        SOCK_NO_DATA => "SOCK_NO_DATA",
-        _ => "SOCK_UNKNOWN",
-    }
+    row_of(status).map_or("SOCK_UNKNOWN", |r| r.name)
 }
 
 /// The text `sock_strerror` returns for `status`, NUL-terminated.
 pub fn status_text(status: sock_status) -> &'static str {
-    match status {
-        SOCK_OK => "success\0",
-        SOCK_SOCKET_ERROR => "socket error (see sock_os_error)\0",
-        SOCK_OPERATION_ABORTED => "operation aborted by close, shutdown or cancel\0",
-        SOCK_IO_PENDING => "operation pending; its callback will run\0",
-        SOCK_INTERRUPTED => "interrupted system call\0",
-        SOCK_ACCESS_DENIED => "permission denied\0",
-        SOCK_FAULT => "a required pointer is NULL\0",
-        SOCK_INVALID_ARGUMENT => "invalid argument\0",
-        SOCK_TOO_MANY_OPEN_SOCKETS => "too many open sockets\0",
-        SOCK_WOULD_BLOCK => "operation would block\0",
-        SOCK_IN_PROGRESS => "operation now in progress\0",
-        SOCK_ALREADY_IN_PROGRESS => "operation already in progress\0",
-        SOCK_NOT_SOCKET => "not a socket: invalid, closed or stale handle\0",
-        SOCK_DESTINATION_ADDRESS_REQUIRED => "destination address required\0",
-        SOCK_MESSAGE_SIZE => "message too long\0",
-        SOCK_PROTOCOL_TYPE => "protocol wrong type for socket\0",
-        SOCK_PROTOCOL_OPTION => "option not supported by protocol\0",
-        SOCK_PROTOCOL_NOT_SUPPORTED => "protocol not supported\0",
-        SOCK_SOCKET_NOT_SUPPORTED => "socket type not supported\0",
-        SOCK_OPERATION_NOT_SUPPORTED => "operation not supported\0",
-        SOCK_PROTOCOL_FAMILY_NOT_SUPPORTED => "protocol family not supported\0",
-        SOCK_ADDRESS_FAMILY_NOT_SUPPORTED => "address family not supported\0",
-        SOCK_ADDRESS_ALREADY_IN_USE => "address already in use\0",
-        SOCK_ADDRESS_NOT_AVAILABLE => "address not available\0",
-        SOCK_NETWORK_DOWN => "network is down\0",
-        SOCK_NETWORK_UNREACHABLE => "network is unreachable\0",
-        SOCK_NETWORK_RESET => "network dropped connection on reset\0",
-        SOCK_CONNECTION_ABORTED => "connection aborted\0",
-        SOCK_CONNECTION_RESET => "connection reset by peer\0",
-        SOCK_NO_BUFFER_SPACE => "no buffer space available\0",
-        SOCK_IS_CONNECTED => "socket is already connected\0",
-        SOCK_NOT_CONNECTED => "socket is not connected\0",
-        SOCK_SHUTDOWN => "socket is shut down for sending\0",
-        SOCK_TIMED_OUT => "timed out\0",
-        SOCK_CONNECTION_REFUSED => "connection refused\0",
-        SOCK_HOST_DOWN => "host is down\0",
-        SOCK_HOST_UNREACHABLE => "no route to host\0",
-        SOCK_DISCONNECTING => "socket is disconnecting\0",
-        SOCK_HOST_NOT_FOUND => "host not found\0",
-        SOCK_TRY_AGAIN => "name resolution failed for now; try again\0",
-        SOCK_NO_DATA => "name has no data of the requested kind\0",
-        _ => "unknown status code\0",
-    }
+    row_of(status).map_or("unknown status code\0", |r| r.text)
 }
 
 /// An error inside the library: a status, and the OS errno behind it if any.
@@ -402,6 +574,21 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn the_table_is_sorted_unique_and_maps_each_errno_once() {
+        for pair in STATUSES.windows(2) {
+            assert!(pair[0].status < pair[1].status, "{}", pair[1].name);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in STATUSES {
+            for &e in r.errnos {
+                assert!((e as usize) < ERRNO_LIMIT && seen.insert(e), "errno {e}");
+            }
+        }
+        assert_eq!(status_from_errno(-5), SOCK_SOCKET_ERROR);
+        assert_eq!(status_from_errno(100_000), SOCK_SOCKET_ERROR);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Tracing (contract §7): one line per operation — handle, operation,
+//! Tracing: one line per operation — handle, operation,
 //! bytes, status, and for async operations the time from submission to
 //! completion — to the caller's callback (`sock_set_trace`) and, with
 //! `SOCK_TRACE=1` in the environment, to stderr. The logger belongs to the

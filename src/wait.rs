@@ -2,8 +2,9 @@
 //!
 //! Sockets are non-blocking inside the library; blocking mode is built
 //! here with `poll(2)`. A timeout is a deadline fixed when the call starts,
-//! so retries after short writes never restart the clock (the .NET
-//! `SendTimeout` bug of NOTES.md).
+//! so retries after short writes never restart the clock (.NET's
+//! `SendTimeout` once ran two to three times too long because each partial
+//! send restarted the kernel's timer).
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};

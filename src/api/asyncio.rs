@@ -7,9 +7,9 @@ use crate::asyncio;
 use crate::completion::{Callback, UserData};
 use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
 use crate::handle::sock_handle;
-use crate::io::{self, sock_buf, SOCK_MSG_NONE};
 use crate::panic::ffi_boundary;
 use crate::status::{report, sock_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_OK};
+use crate::sys::{self, sock_buf, SOCK_MSG_NONE};
 use crate::trace;
 
 use super::io::gather_list;
@@ -59,7 +59,7 @@ fn submit_send(
     user_data: *mut c_void,
     sent_now: *mut usize,
 ) -> sock_status {
-    let (status, sent) = match (on_done, io::send_flags(flags)) {
+    let (status, sent) = match (on_done, sys::send_flags(flags)) {
         (None, _) => (SOCK_FAULT, 0),
         (_, Err(e)) => (report(e), 0),
         // Submission runs under the handle table's read lock, with no
@@ -97,14 +97,18 @@ fn submit_send(
 ///   on an engine thread: set up what it needs first), with the total bytes
 ///   of the operation.
 /// - any other status: failed; `on_done` is not called and nothing of this
-///   operation is queued (`*sent_now` says if bytes went before the error).
+///   operation is queued. The socket's engine is bound (the default one
+///   started) before the first byte goes, so a failure to get an engine
+///   sends nothing; a stream error after part went inline (a reset) still
+///   reports those bytes in `*sent_now`.
 ///
 /// `buf` must stay valid until `on_done` runs (or the call returns anything
 /// but SOCK_IO_PENDING); libsock never copies the payload. Operations on one
 /// socket leave in submission order, never interleaved with each other or
 /// with `sock_send`, and their callbacks run in that order.
 /// SOCK_OPT_SEND_TIMEOUT_MS bounds how long the operation may stay pending
-/// (then SOCK_TIMED_OUT with its partial count; later operations go on).
+/// (then SOCK_TIMED_OUT with its partial count; later operations go on);
+/// the deadline is fixed at submission, with the timeout in force then.
 /// `sock_close`, `sock_shutdown` (sending) and `sock_cancel_sends` complete
 /// pending operations with SOCK_OPERATION_ABORTED. With
 /// SOCK_OPT_ASYNC_INLINE_COMPLETION set to 0, an operation that finishes
@@ -206,11 +210,19 @@ pub extern "C" fn sock_sendv_async(
 /// end of stream, arrived), or an error (no callback). `buf` stays the
 /// caller's and must stay valid until `on_done`. Pending receives complete
 /// in submission order; SOCK_OPT_RECV_TIMEOUT_MS bounds how long one may
-/// stay pending (then SOCK_TIMED_OUT). A datagram longer than `cap` is cut
-/// and reported with SOCK_MESSAGE_SIZE. `flags`: SOCK_MSG_NONE, SOCK_MSG_OOB,
-/// SOCK_MSG_PEEK.
-/// Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT,
-/// SOCK_NOT_SOCKET, SOCK_NOT_CONNECTED, SOCK_CONNECTION_RESET, OS errors.
+/// stay pending (then SOCK_TIMED_OUT; the deadline is fixed at
+/// submission). A datagram longer than `cap` is cut and reported with
+/// SOCK_MESSAGE_SIZE. `cap` must be at least 1: a receive of 0 bytes could
+/// not be told from end of stream, so it is refused. `flags`:
+/// SOCK_MSG_NONE, SOCK_MSG_OOB (urgent data must be there already: with
+/// none, the call fails at once with SOCK_INVALID_ARGUMENT, as recv(2)
+/// reports EINVAL), SOCK_MSG_PEEK. `sock_shutdown(SOCK_SHUT_RECV)`
+/// completes a pending receive as end of stream (SOCK_OK, 0 bytes).
+/// Errors: SOCK_FAULT (`buf` or `on_done` NULL), SOCK_INVALID_ARGUMENT
+/// (flags, `cap` 0 or > PTRDIFF_MAX, OOB data not there), SOCK_NOT_SOCKET
+/// (also when `sock_close` on another thread won the race),
+/// SOCK_NOT_CONNECTED, SOCK_CONNECTION_RESET, SOCK_OPERATION_ABORTED (the
+/// socket's engine was freed), OS errors.
 #[no_mangle]
 pub extern "C" fn sock_recv_async(
     h: sock_handle,
@@ -229,7 +241,7 @@ pub extern "C" fn sock_recv_async(
         if cap > MAX_LEN {
             return SOCK_INVALID_ARGUMENT;
         }
-        let os_flags = match io::recv_flags(flags) {
+        let os_flags = match sys::recv_flags(flags) {
             Ok(f) => f,
             Err(e) => return report(e),
         };

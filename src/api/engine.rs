@@ -63,8 +63,15 @@ fn live(e: *const sock_engine) -> Option<Arc<Engine>> {
 /// anew; the parent's engines give SOCK_OPERATION_NOT_SUPPORTED
 /// (`sock_engine_free` just forgets them), and so do async calls on sockets
 /// bound to them until `sock_attach` binds them to an engine of the child.
-/// Operations pending at the fork complete in the parent only. Fork while
-/// no other thread is inside a libsock call.
+/// Operations pending at the fork complete in the parent only. Another
+/// thread may be inside any libsock call at the fork (an engine thread
+/// always is): the library takes its locks around fork(2), so no lock is
+/// left held in the child, and the child forgets the parent's blocking
+/// senders. What a child may do with inherited sockets: blocking calls,
+/// options, `sock_close` (which neither waits for nor completes the
+/// parent's pending operations), `sock_attach` to an engine of its own and
+/// async calls after that; and anything with sockets and engines it makes
+/// itself.
 /// Errors: SOCK_FAULT (`out` NULL), SOCK_INVALID_ARGUMENT (`threads` >
 /// SOCK_ENGINE_MAX_THREADS), OS errors.
 #[no_mangle]
@@ -82,12 +89,21 @@ pub extern "C" fn sock_engine_new(threads: u32, out: *mut *mut sock_engine) -> s
     }
 }
 
-/// Frees an engine. First every pending operation of its sockets completes
-/// with SOCK_OPERATION_ABORTED (each callback once: on the engine's threads,
-/// or for a manual engine inside this call); then its threads are joined.
-/// Its sockets stay open, but their later async calls fail with
+/// Frees an engine. New operations on its sockets are refused at once.
+/// A callback of the engine that is running on another thread is waited
+/// for; then every pending operation of its sockets completes with
+/// SOCK_OPERATION_ABORTED, each callback once, in submission order per
+/// socket, on one thread: the engine's threads, or for a manual engine
+/// this call. A thread waiting in `sock_engine_poll` on it returns
+/// SOCK_OPERATION_ABORTED. Then its threads are joined and its descriptors
+/// closed. Its sockets stay open, but their later async calls fail with
 /// SOCK_OPERATION_ABORTED until `sock_attach` gives them another engine
 /// (NULL: the default one).
+///
+/// Called from one of the engine's own callbacks, it returns before the
+/// remaining aborted callbacks have run: they run on that thread after the
+/// current callback returns (for a manual engine, inside the same
+/// `sock_engine_poll`, after the callbacks already due), still in order.
 /// Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live engine).
 #[no_mangle]
 pub extern "C" fn sock_engine_free(e: *mut sock_engine) -> sock_status {
@@ -117,7 +133,9 @@ pub extern "C" fn sock_engine_free(e: *mut sock_engine) -> sock_status {
 /// thread. `*completed` (if not NULL) receives how many callbacks ran.
 /// Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live manual
 /// engine, `timeout_ms` < -1), SOCK_ALREADY_IN_PROGRESS (another thread is
-/// polling it, or a callback called this).
+/// polling it, or a callback called this), SOCK_OPERATION_ABORTED (the
+/// engine was freed while this call waited or ran: `*completed` still
+/// counts the callbacks it ran; do not pass `e` again).
 #[no_mangle]
 pub extern "C" fn sock_engine_poll(
     e: *mut sock_engine,
@@ -169,10 +187,13 @@ pub extern "C" fn sock_engine_fd(e: *mut sock_engine, fd: *mut i32) -> sock_stat
 }
 
 /// Makes engine `e` (NULL: the default engine, started on first use with
-/// one I/O thread) run the callbacks of socket `h` from now on. The socket
-/// must have no pending async operation.
+/// one I/O thread) run the callbacks of socket `h` from now on, and own the
+/// deadlines of its later operations. The socket must have no pending
+/// async operation (callbacks of completed ones that have not run yet
+/// still run on the old engine).
 /// Errors: SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (not a live engine, or
-/// operations pending), OS errors.
+/// operations pending), SOCK_OPERATION_NOT_SUPPORTED (in a fork child, an
+/// engine of the parent), OS errors.
 #[no_mangle]
 pub extern "C" fn sock_attach(h: sock_handle, e: *mut sock_engine) -> sock_status {
     ffi_boundary! {

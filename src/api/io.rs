@@ -10,13 +10,14 @@ use std::sync::Arc;
 use crate::address;
 use crate::ffi::{c_str, out_buf, write_opt, MAX_LEN};
 use crate::handle::sock_handle;
-use crate::io::{self, sock_buf, Fast, FastOne, SOCK_MSG_NONE};
+use crate::io::{self, Fast, FastOne};
 use crate::panic::ffi_boundary;
 use crate::socket::Socket;
 use crate::status::{
     report, sock_status, Error, Result, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
     SOCK_NOT_SOCKET, SOCK_NO_BUFFER_SPACE, SOCK_OK,
 };
+use crate::sys::{self, sock_buf, SOCK_MSG_NONE};
 use crate::table;
 use crate::trace;
 
@@ -50,7 +51,7 @@ fn send_checked(
     flags: i32,
     to: *const c_char,
 ) -> (Result<()>, usize) {
-    let os_flags = match io::send_flags(flags) {
+    let os_flags = match sys::send_flags(flags) {
         Ok(f) => f,
         Err(e) => return (Err(e), 0),
     };
@@ -77,16 +78,32 @@ fn send_checked(
     io::send(&sock, iov, total, os_flags, Some(&to))
 }
 
-/// Where a fast path left a send: finished, or to go on waiting outside
-/// the table's lock, with its own reference to the socket.
-type Next = std::result::Result<(Result<()>, usize), (Arc<Socket>, usize, bool)>;
+/// A send that must go on waiting outside the table's lock.
+struct Waiting {
+    /// Its own reference to the socket.
+    sock: Arc<Socket>,
+    /// Bytes that went already.
+    sent: usize,
+    /// It holds the socket's turn (see `OpQueue::adopt_turn`).
+    turn_taken: bool,
+}
+
+/// Where a fast path left a send: finished, or waiting.
+enum Next {
+    Done((Result<()>, usize)),
+    Waiting(Waiting),
+}
 
 /// Turns a fast path's result into `Next` (under the table's lock).
 #[inline(never)]
 fn go_on(sock: &Arc<Socket>, fast: Fast) -> Next {
     match fast {
-        Fast::Done(outcome) => Ok(outcome),
-        Fast::Wait { sent, turn_taken } => Err((sock.clone(), sent, turn_taken)),
+        Fast::Done(outcome) => Next::Done(outcome),
+        Fast::Wait { sent, turn_taken } => Next::Waiting(Waiting {
+            sock: sock.clone(),
+            sent,
+            turn_taken,
+        }),
     }
 }
 
@@ -99,9 +116,9 @@ fn finish_send(
     os_flags: i32,
 ) -> (Result<()>, usize) {
     match next {
-        Ok(outcome) => outcome,
-        Err((sock, sent, turn_taken)) => {
-            io::send_slow(&sock, iov, total, os_flags, None, sent, turn_taken)
+        Next::Done(outcome) => outcome,
+        Next::Waiting(w) => {
+            io::send_slow(&w.sock, iov, total, os_flags, None, w.sent, w.turn_taken)
         }
     }
 }
@@ -122,7 +139,11 @@ fn single(buf: *const c_void, len: usize) -> [libc::iovec; 1] {
 /// expires: then SOCK_TIMED_OUT, with the bytes that did go in `*sent`.
 /// Non-blocking mode: sends what fits now (`*sent < len` is success);
 /// SOCK_WOULD_BLOCK with `*sent == 0` when nothing fits or another send
-/// holds the socket. Concurrent sends on one socket never interleave.
+/// holds the socket. The mode is read while the call waits: a blocking
+/// send that another thread switches to non-blocking returns at its next
+/// wait: SOCK_OK with the bytes that went so far (`*sent < len`), or
+/// SOCK_WOULD_BLOCK if none did.
+/// Concurrent sends on one socket never interleave.
 /// Datagram sockets send one datagram (needs `sock_connect` first).
 /// `flags`: SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_DONT_ROUTE. `sent` may be
 /// NULL; otherwise it always receives the bytes sent, also on error.
@@ -155,7 +176,7 @@ pub extern "C" fn sock_send(
                     return SOCK_OK;
                 }
                 Some(FastOne::Other(next)) => {
-                    let outcome = finish_send(next, &one, len, io::SEND_FLAGS_NONE);
+                    let outcome = finish_send(next, &one, len, sys::SEND_FLAGS_NONE);
                     return finish(h, "send", outcome, sent);
                 }
                 // The general path decides (and reports a bad handle).
@@ -318,7 +339,7 @@ fn recv_checked(
     if cap > MAX_LEN || (!address.is_null() && address_cap > MAX_LEN) {
         return fail(SOCK_INVALID_ARGUMENT);
     }
-    let os_flags = match io::recv_flags(flags) {
+    let os_flags = match sys::recv_flags(flags) {
         Ok(f) => f,
         Err(e) => return (Err(e), 0),
     };

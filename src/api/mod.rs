@@ -7,11 +7,11 @@
 //! `not_unsafe_ptr_arg_deref` is allowed for this module.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-pub mod asyncio;
-pub mod engine;
-pub mod info;
-pub mod io;
-pub mod socket;
+mod asyncio;
+mod engine;
+mod info;
+mod io;
+mod socket;
 
 pub use asyncio::*;
 pub use engine::*;

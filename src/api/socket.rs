@@ -130,6 +130,10 @@ pub extern "C" fn sock_connect(h: sock_handle, address: *const c_char) -> sock_s
 
 /// Shuts down receiving (SOCK_SHUT_RECV), sending (SOCK_SHUT_SEND: the peer
 /// sees end of stream; later sends fail with SOCK_SHUTDOWN) or both.
+/// Shutting down sending completes pending async sends with
+/// SOCK_OPERATION_ABORTED first. Shutting down receiving completes a
+/// pending async receive as end of stream (SOCK_OK with 0 bytes), not as
+/// aborted: that is what the kernel reports to it.
 /// Errors: SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (unknown `how`),
 /// SOCK_NOT_CONNECTED, OS errors.
 #[no_mangle]
@@ -149,6 +153,17 @@ pub extern "C" fn sock_shutdown(h: sock_handle, how: i32) -> sock_status {
 /// blocked on it in other threads return SOCK_OPERATION_ABORTED; the OS
 /// descriptor is closed once the last of them has returned. A bound
 /// "unix:" path is not unlinked.
+///
+/// Pending async operations: each completes exactly once with
+/// SOCK_OPERATION_ABORTED (and, for sends, the bytes it did send). Their
+/// callbacks run on the socket's engine as usual — possibly after this call
+/// returned (a threaded engine's thread; a manual engine's next
+/// `sock_engine_poll`), never inside it. When `sock_close` returns, the
+/// library no longer reads or writes any data buffer of those operations,
+/// but their `user_data` must stay valid until their callbacks ran. An
+/// async call racing `sock_close` on another thread either is accepted
+/// before the close (and then completes as above) or fails with
+/// SOCK_NOT_SOCKET and no callback.
 /// Errors: SOCK_NOT_SOCKET.
 #[no_mangle]
 pub extern "C" fn sock_close(h: sock_handle) -> sock_status {
