@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::socket::Socket;
 use crate::status::{Error, Result, SOCK_INVALID_ARGUMENT};
 
 /// 1 (default): calls wait; 0: calls that cannot progress return `SOCK_WOULD_BLOCK`.
@@ -107,25 +106,18 @@ fn as_buffer_size(value: i64) -> Result<usize> {
     }
 }
 
-/// Sets `option` on `sock`; unknown options and out-of-range values are
-/// `SOCK_INVALID_ARGUMENT`.
-pub fn set(sock: &Socket, option: i32, value: i64) -> Result<()> {
-    let os = sock.os();
+/// Sets `option`, in the library's `options` or on the OS socket `os`;
+/// unknown options and out-of-range values are `SOCK_INVALID_ARGUMENT`.
+pub fn set(options: &Options, os: &socket2::Socket, option: i32, value: i64) -> Result<()> {
     match option {
-        SOCK_OPT_BLOCKING => sock
-            .options
-            .blocking
-            .store(as_bool(value)?, Ordering::Relaxed),
-        SOCK_OPT_SEND_TIMEOUT_MS => sock
-            .options
+        SOCK_OPT_BLOCKING => options.blocking.store(as_bool(value)?, Ordering::Relaxed),
+        SOCK_OPT_SEND_TIMEOUT_MS => options
             .send_timeout_ms
             .store(as_timeout(value)?, Ordering::Relaxed),
-        SOCK_OPT_RECV_TIMEOUT_MS => sock
-            .options
+        SOCK_OPT_RECV_TIMEOUT_MS => options
             .recv_timeout_ms
             .store(as_timeout(value)?, Ordering::Relaxed),
-        SOCK_OPT_ASYNC_INLINE_COMPLETION => sock
-            .options
+        SOCK_OPT_ASYNC_INLINE_COMPLETION => options
             .inline_completion
             .store(as_bool(value)?, Ordering::Relaxed),
         SOCK_OPT_NO_DELAY => os.set_tcp_nodelay(as_bool(value)?)?,
@@ -147,15 +139,20 @@ pub fn set(sock: &Socket, option: i32, value: i64) -> Result<()> {
     Ok(())
 }
 
-/// Reads `option` from `sock`.
-pub fn get(sock: &Socket, option: i32) -> Result<i64> {
-    let os = sock.os();
+/// Reads `option` from the library's `options` or the OS socket `os`;
+/// `pending_send_bytes` is asked only for `SOCK_OPT_PENDING_SEND_BYTES`.
+pub fn get(
+    options: &Options,
+    os: &socket2::Socket,
+    option: i32,
+    pending_send_bytes: impl FnOnce() -> usize,
+) -> Result<i64> {
     Ok(match option {
-        SOCK_OPT_BLOCKING => sock.options.blocking().into(),
-        SOCK_OPT_SEND_TIMEOUT_MS => sock.options.send_timeout_ms().into(),
-        SOCK_OPT_RECV_TIMEOUT_MS => sock.options.recv_timeout_ms().into(),
-        SOCK_OPT_ASYNC_INLINE_COMPLETION => sock.options.inline_completion().into(),
-        SOCK_OPT_PENDING_SEND_BYTES => sock.queue.lock().pending_send_bytes() as i64,
+        SOCK_OPT_BLOCKING => options.blocking().into(),
+        SOCK_OPT_SEND_TIMEOUT_MS => options.send_timeout_ms().into(),
+        SOCK_OPT_RECV_TIMEOUT_MS => options.recv_timeout_ms().into(),
+        SOCK_OPT_ASYNC_INLINE_COMPLETION => options.inline_completion().into(),
+        SOCK_OPT_PENDING_SEND_BYTES => pending_send_bytes() as i64,
         SOCK_OPT_NO_DELAY => os.tcp_nodelay()?.into(),
         SOCK_OPT_SEND_BUFFER_SIZE => os.send_buffer_size()? as i64,
         SOCK_OPT_RECV_BUFFER_SIZE => os.recv_buffer_size()? as i64,
@@ -173,11 +170,24 @@ pub fn get(sock: &Socket, option: i32) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socket::{Family, Kind};
+
+    /// A fresh TCP socket and default options, as a new `Socket` has.
+    fn fresh() -> (Options, socket2::Socket) {
+        let os = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        (Options::default(), os)
+    }
+
+    fn set(s: &(Options, socket2::Socket), option: i32, value: i64) -> Result<()> {
+        super::set(&s.0, &s.1, option, value)
+    }
+
+    fn get(s: &(Options, socket2::Socket), option: i32) -> Result<i64> {
+        super::get(&s.0, &s.1, option, || 0)
+    }
 
     #[test]
     fn library_options_round_trip_and_validate() {
-        let s = Socket::open(Family::Inet, Kind::Stream).unwrap();
+        let s = fresh();
         assert_eq!(get(&s, SOCK_OPT_BLOCKING).unwrap(), 1);
         set(&s, SOCK_OPT_BLOCKING, 0).unwrap();
         assert_eq!(get(&s, SOCK_OPT_BLOCKING).unwrap(), 0);
@@ -205,7 +215,7 @@ mod tests {
 
     #[test]
     fn os_options_round_trip() {
-        let s = Socket::open(Family::Inet, Kind::Stream).unwrap();
+        let s = fresh();
         for opt in [
             SOCK_OPT_NO_DELAY,
             SOCK_OPT_REUSE_ADDRESS,

@@ -256,7 +256,7 @@ pub extern "C" fn sock_peer_address(
 pub extern "C" fn sock_set_option(h: sock_handle, option: i32, value: i64) -> sock_status {
     ffi_boundary! {
         let sock = try_socket!(h);
-        to_status(options::set(&sock, option, value))
+        to_status(options::set(&sock.options, sock.os(), option, value))
     }
 }
 
@@ -268,7 +268,9 @@ pub extern "C" fn sock_get_option(h: sock_handle, option: i32, value: *mut i64) 
     ffi_boundary! {
         try_non_null!(value);
         let sock = try_socket!(h);
-        let v = try_status!(options::get(&sock, option));
+        let v = try_status!(options::get(&sock.options, sock.os(), option, || {
+            sock.queue.lock().pending_send_bytes()
+        }));
         // SAFETY: checked non-NULL above; C promises it points to an int64_t.
         unsafe { write_opt(value, v) };
         SOCK_OK
