@@ -539,6 +539,14 @@ impl OpQueue {
         // only thread is the one that forked) and forgot its guard.
         unsafe { self.state.force_unlock() };
     }
+
+    /// The loom model never forks (loom's lock cannot be released
+    /// without its guard).
+    #[cfg(loom)]
+    pub fn lock_for_fork(&self) {}
+
+    #[cfg(loom)]
+    pub fn unlock_after_fork(&self, _in_child: bool) {}
 }
 
 #[cfg(test)]

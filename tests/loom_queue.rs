@@ -5,7 +5,11 @@
 //! with the kernel reduced to a "write" that must never overlap another.
 //! loom explores their interleavings and checks: writers never overlap,
 //! every operation completes exactly once, nobody deadlocks, and the queue
-//! ends idle.
+//! ends idle. Two more models: `sock_close` racing receive submissions
+//! (an accepted receive completes once, a refused one never), and engine
+//! free racing a poll that runs a callback (callbacks never overlap and run
+//! in order). Each keeps a deliberately broken variant that loom must
+//! catch (`*_is_caught`).
 //!
 //! Run: RUSTFLAGS="--cfg loom" cargo test --release --test loom_queue
 //! (`make test-loom`).
@@ -19,7 +23,7 @@ use loom::thread;
 
 use sock::completion::{Callback, UserData};
 use sock::handle::sock_handle;
-use sock::queue::{OpQueue, SendOp};
+use sock::queue::{OpQueue, RecvOp, Seg, SendOp};
 use sock::status::{sock_status, SOCK_OK, SOCK_OPERATION_ABORTED};
 use sock::wait::Deadline;
 
@@ -217,4 +221,174 @@ fn two_blocking_senders_and_a_submitter_take_turns() {
         m.finish(1);
         let _ = m.aborted.load(Ordering::SeqCst);
     });
+}
+
+// ---- close racing a receive submission ---------------------------------
+
+fn recv_op(id: usize) -> RecvOp {
+    RecvOp {
+        buf: Seg(segment(1)),
+        os_flags: 0,
+        deadline: None,
+        callback: callback(id),
+    }
+}
+
+/// `sock_recv_async` as `asyncio::recv_async` submits: the closed check
+/// and the queueing under one hold of the queue lock. Returns whether the
+/// operation was accepted (then it must complete exactly once).
+fn submit_recv(m: &Model, id: usize) -> bool {
+    let mut q = m.queue.lock();
+    if q.closed {
+        return false;
+    }
+    q.push_recv(recv_op(id));
+    true
+}
+
+/// The receive path as it was before close and submission were ordered by
+/// the queue lock: the socket looked up (and found open) first, the queue
+/// locked later. Kept to show the model catches it.
+fn submit_recv_unordered(m: &Model, id: usize) -> bool {
+    let open = !m.queue.lock().closed;
+    if !open {
+        return false;
+    }
+    m.queue.lock().push_recv(recv_op(id));
+    true
+}
+
+/// `sock_close` as `asyncio::close` does it: closed, then every pending
+/// receive ends aborted, under one hold of the lock.
+fn close_recvs(m: &Model) {
+    let mut q = m.queue.lock();
+    q.closed = true;
+    q.drain_recvs(SOCK_OPERATION_ABORTED, &mut |cb, status, _| {
+        m.complete(cb.user_data.0 as usize, status)
+    });
+}
+
+fn close_races_receive(submit: fn(&Model, usize) -> bool) {
+    model(move || {
+        let m = Model::new();
+        let a = m.clone();
+        let t = thread::spawn(move || [submit(&a, 0), submit(&a, 1)]);
+        close_recvs(&m);
+        let accepted = t.join().unwrap();
+        for (id, accepted) in accepted.into_iter().enumerate() {
+            let done = m.done[id].load(Ordering::SeqCst);
+            assert_eq!(
+                done,
+                usize::from(accepted),
+                "receive {id}: accepted {accepted}, completed {done} times"
+            );
+        }
+        assert!(
+            !m.queue.lock().has_recvs(),
+            "nothing stays queued on a closed socket"
+        );
+    });
+}
+
+#[test]
+fn close_races_receive_submission() {
+    close_races_receive(submit_recv);
+}
+
+#[test]
+#[should_panic(expected = "completed 0 times")]
+fn close_races_unordered_receive_submission_is_caught() {
+    close_races_receive(submit_recv_unordered);
+}
+
+// ---- engine free racing a poll that runs a callback --------------------
+//
+// The protocol of `engine::Engine::shut_down` for a manual engine, with
+// loom's primitives (the engine's own locks are std's): the polling thread
+// holds the poller while it runs callbacks; the freeing thread marks the
+// loop stopped, takes the poller (waiting for a running callback to
+// return), ends the members' operations (their completions queue behind
+// those already queued) and runs the queue itself. Checked: no two
+// callbacks of the socket run at once, and they run once each, in order.
+
+struct EngineModel {
+    poller: loom::sync::Mutex<()>,
+    completions: loom::sync::Mutex<std::collections::VecDeque<usize>>,
+    /// Operations still pending on the socket (ended by the free).
+    pending: loom::sync::Mutex<Vec<usize>>,
+    stopped: LoomBool,
+    running: AtomicUsize,
+    ran: loom::sync::Mutex<Vec<usize>>,
+}
+
+impl EngineModel {
+    fn run_completions(&self) {
+        loop {
+            let Some(id) = self.completions.lock().unwrap().pop_front() else {
+                return;
+            };
+            assert_eq!(
+                self.running.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two callbacks at once"
+            );
+            thread::yield_now();
+            self.ran.lock().unwrap().push(id);
+            self.running.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// One `sock_engine_poll`: refused while another holds the poller.
+    fn poll(&self) {
+        let Ok(_poller) = self.poller.try_lock() else {
+            return;
+        };
+        if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        self.run_completions();
+    }
+
+    fn end_members(&self) {
+        let ended: Vec<usize> = self.pending.lock().unwrap().drain(..).collect();
+        self.completions.lock().unwrap().extend(ended);
+    }
+
+    fn free(&self, wait_for_poller: bool) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _poller = wait_for_poller.then(|| self.poller.lock().unwrap());
+        self.end_members();
+        self.run_completions();
+    }
+}
+
+fn free_races_poll(wait_for_poller: bool) {
+    model(move || {
+        let e = Arc::new(EngineModel {
+            poller: loom::sync::Mutex::new(()),
+            // Operation 0 completed and waits for its callback; 1 and 2
+            // are pending.
+            completions: loom::sync::Mutex::new([0].into_iter().collect()),
+            pending: loom::sync::Mutex::new(vec![1, 2]),
+            stopped: LoomBool::new(false),
+            running: AtomicUsize::new(0),
+            ran: loom::sync::Mutex::new(Vec::new()),
+        });
+        let poller = e.clone();
+        let t = thread::spawn(move || poller.poll());
+        e.free(wait_for_poller);
+        t.join().unwrap();
+        assert_eq!(*e.ran.lock().unwrap(), vec![0, 1, 2], "once each, in order");
+    });
+}
+
+#[test]
+fn engine_free_races_poll_and_callback() {
+    free_races_poll(true);
+}
+
+#[test]
+#[should_panic]
+fn engine_free_that_does_not_wait_for_the_poller_is_caught() {
+    free_races_poll(false);
 }
