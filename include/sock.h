@@ -462,10 +462,9 @@ extern "C" {
    on an engine thread: set up what it needs first), with the total bytes
    of the operation.
  - any other status: failed; `on_done` is not called and nothing of this
-   operation is queued. The socket's engine is bound (the default one
-   started) before the first byte goes, so a failure to get an engine
-   sends nothing; a stream error after part went inline (a reset) still
-   reports those bytes in `*sent_now`.
+   operation is queued. Part of the bytes may have gone inside the call
+   before the failure (a reset, or the default engine that could not
+   start when the rest had to be queued): `*sent_now` says how many.
 
  `buf` must stay valid until `on_done` runs (or the call returns anything
  but SOCK_IO_PENDING); libsock never copies the payload. Operations on one

@@ -28,7 +28,7 @@ use crate::engine::{Engine, Handler, Loop};
 use crate::fork;
 use crate::handle::sock_handle;
 use crate::io;
-use crate::queue::{QueueGuard, QueueState, RecvOp, Seg, SendOp};
+use crate::queue::{Home, QueueGuard, QueueState, RecvOp, Seg, SendOp};
 use crate::socket::{Kind, Socket};
 use crate::status::{
     report, sock_status, Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_MESSAGE_SIZE,
@@ -165,43 +165,53 @@ pub fn submit(
 
 /// `lp` is the socket's home loop.
 fn is_home(q: &QueueState, lp: &Loop) -> bool {
-    q.home
-        .as_ref()
-        .is_some_and(|home| std::ptr::eq(&**home, lp))
+    q.home.bound().is_some_and(|home| std::ptr::eq(&**home, lp))
+}
+
+/// Whether the socket may take a new operation: SOCK_NOT_SOCKET once
+/// closed, SOCK_OPERATION_ABORTED when its engine was freed,
+/// SOCK_OPERATION_NOT_SUPPORTED when it belongs to the parent of this fork
+/// child. A socket not bound yet may.
+fn check_open(q: &QueueState) -> Result<()> {
+    match &q.home {
+        Home::Closed => Err(Error::new(SOCK_NOT_SOCKET)),
+        Home::Bound(lp) if !lp.in_this_process() => Err(Error::new(SOCK_OPERATION_NOT_SUPPORTED)),
+        Home::Bound(lp) if lp.is_stopped() => Err(Error::new(SOCK_OPERATION_ABORTED)),
+        _ => Ok(()),
+    }
 }
 
 /// The loop this socket's operations complete on, binding it to the
-/// default engine on first use. Fails with SOCK_NOT_SOCKET once closed,
-/// SOCK_OPERATION_ABORTED when its engine was freed,
-/// SOCK_OPERATION_NOT_SUPPORTED when it belongs to the parent of this fork
-/// child, and `NEEDS_DEFAULT_ENGINE` (nothing done) when the default
-/// engine must be started first.
-fn home_loop(q: &mut QueueState, h: sock_handle) -> Result<Arc<Loop>> {
-    if q.closed {
-        return Err(Error::new(SOCK_NOT_SOCKET));
+/// default engine on first use. Fails as `check_open`, and with
+/// `NEEDS_DEFAULT_ENGINE` (nothing done) when the default engine is not
+/// running — unless `may_start`, for a caller that can no longer undo what
+/// it did (bytes went inline): then the engine starts here, under the
+/// caller's locks, once per process at most.
+fn home_loop(q: &mut QueueState, h: sock_handle, may_start: bool) -> Result<Arc<Loop>> {
+    check_open(q)?;
+    if let Home::Bound(lp) = &q.home {
+        return Ok(lp.clone());
     }
-    if let Some(lp) = &q.home {
-        return if !lp.in_this_process() {
-            Err(Error::new(SOCK_OPERATION_NOT_SUPPORTED))
-        } else if lp.is_stopped() {
-            Err(Error::new(SOCK_OPERATION_ABORTED))
-        } else {
-            Ok(lp.clone())
-        };
-    }
-    let Some(engine) = default_engine_running() else {
-        return Err(Error::new(NEEDS_DEFAULT_ENGINE));
+    let engine = match default_engine_running() {
+        Some(engine) => engine,
+        None if may_start => default_engine()?,
+        None => return Err(Error::new(NEEDS_DEFAULT_ENGINE)),
     };
     let lp = engine.pick_loop();
     lp.join(h)?;
-    q.home = Some(lp.clone());
+    q.home = Home::Bound(lp.clone());
     q.token = Some(h);
     Ok(lp)
 }
 
 /// The home loop, with the socket's descriptor registered with it (once).
-fn registered_home(q: &mut QueueState, sock: &Socket, h: sock_handle) -> Result<Arc<Loop>> {
-    let lp = home_loop(q, h)?;
+fn registered_home(
+    q: &mut QueueState,
+    sock: &Socket,
+    h: sock_handle,
+    may_start: bool,
+) -> Result<Arc<Loop>> {
+    let lp = home_loop(q, h, may_start)?;
     if !q.registered {
         lp.register(sock.fd(), h)?;
         q.registered = true;
@@ -248,7 +258,8 @@ fn finished_inline(
     if sock.options.inline_completion() {
         return status;
     }
-    match home_loop(q, h) {
+    // Bound before the operation started (see `bind_if_no_inline`).
+    match home_loop(q, h, true) {
         Ok(lp) => {
             lp.push(Completion {
                 handle: h,
@@ -271,16 +282,25 @@ pub struct SendRequest<'a> {
     pub callback: Callback,
 }
 
-/// `sock_send_async` / `sock_sendv_async`: binds the socket to its engine
-/// before the first byte goes (a socket that cannot have one sends
-/// nothing), tries the send inline when the queue is idle, and queues the
-/// rest. Returns the status and the bytes sent inside the call.
+/// With inline completion off, an operation reports through its callback
+/// even when it finishes inside the call: bind the socket before it starts.
+fn bind_if_no_inline(q: &mut QueueState, sock: &Socket, h: sock_handle) -> Result<()> {
+    check_open(q)?;
+    if !sock.options.inline_completion() {
+        home_loop(q, h, false)?;
+    }
+    Ok(())
+}
+
+/// `sock_send_async` / `sock_sendv_async`: tries the send inline when the
+/// queue is idle, and queues the rest. Returns the status and the bytes
+/// sent inside the call.
 pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_status, usize) {
     if let Err(e) = io::check_can_send(sock, req.iov.len(), false) {
         return (report(e), 0);
     }
     let bound = io::first_send(sock, req.iov, None, req.os_flags, |q| {
-        home_loop(q, h).map(drop)
+        bind_if_no_inline(q, sock, h)
     });
     match bound {
         Ok((q, first)) => after_first_try(q, sock, h, req, first),
@@ -289,10 +309,11 @@ pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_
 }
 
 /// `sock_send_async`'s common case on one short code path: one buffer, no
-/// flags, a connected stream bound to a usable engine with an idle queue,
-/// inline completion on. `None` when that does not hold (nothing was done:
-/// `send_async` decides); otherwise the call's outcome, as `send_async`
-/// reports it.
+/// flags, an open connected stream (bound to a usable engine, or not bound
+/// yet) with an idle queue, inline completion on. `None` when that does not
+/// hold, or when the default engine must be started first (nothing was
+/// done: `send_async` decides); otherwise the call's outcome, as
+/// `send_async` reports it.
 #[inline]
 pub fn send_async_one(
     sock: &Socket,
@@ -305,10 +326,10 @@ pub fn send_async_one(
         return None;
     }
     let len = one[0].iov_len;
-    let (q, first) = io::first_send_one(sock, one, |q| {
-        q.home
-            .as_ref()
-            .is_some_and(|lp| lp.in_this_process() && !lp.is_stopped())
+    let (q, first) = io::first_send_one(sock, one, |q| match &q.home {
+        Home::Unbound => true,
+        Home::Bound(lp) => lp.in_this_process() && !lp.is_stopped(),
+        Home::Closed => false,
     })?;
     match first {
         Ok(n) if n == len => Some((SOCK_OK, n)),
@@ -324,7 +345,10 @@ pub fn send_async_one(
                     submitted: trace::now_if_enabled(),
                 },
             };
-            Some(after_first_try(q, sock, h, req, Some(first)))
+            match after_first_try(q, sock, h, req, Some(first)) {
+                (NEEDS_DEFAULT_ENGINE, _) => None,
+                outcome => Some(outcome),
+            }
         }
     }
 }
@@ -368,10 +392,10 @@ fn after_first_try(
         Some(Err(e)) if e.errno == libc::EAGAIN => {}
         Some(Err(e)) => return (report(sock.fail(e)), 0),
     }
-    let lp = match registered_home(&mut q, sock, h) {
+    // Bytes that went cannot be taken back: with some gone, the default
+    // engine starts here if it must, and a failure reports what went.
+    let lp = match registered_home(&mut q, sock, h, sent > 0) {
         Ok(lp) => lp,
-        // Only registering the descriptor can fail here (the loop was
-        // bound before the first byte went): `sent` says what went.
         Err(e) => return (report(e), sent),
     };
     let deadline = deadline_after(sock.options.send_timeout_ms());
@@ -394,8 +418,8 @@ pub fn recv_async(
     callback: Callback,
 ) -> (sock_status, usize) {
     let mut q = sock.queue.lock();
-    if q.closed {
-        return (SOCK_NOT_SOCKET, 0);
+    if let Err(e) = bind_if_no_inline(&mut q, sock, h) {
+        return (report(e), 0);
     }
     if !q.has_recvs() {
         match sys::recv_once(sock, buf, cap, os_flags, false) {
@@ -414,7 +438,8 @@ pub fn recv_async(
             Err(e) => return (report(e), 0),
         }
     }
-    let lp = match registered_home(&mut q, sock, h) {
+    // Nothing was received: binding may ask `submit` to start the engine.
+    let lp = match registered_home(&mut q, sock, h, false) {
         Ok(lp) => lp,
         Err(e) => return (report(e), 0),
     };
@@ -565,7 +590,7 @@ pub fn cancel_sends(sock: &Socket, h: sock_handle) {
     if forget_parents(&mut q) {
         return;
     }
-    if let Some(lp) = q.home.clone() {
+    if let Some(lp) = q.home.bound().cloned() {
         q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink_to(&lp, h));
         settle(&mut q, sock, h, &lp);
     }
@@ -575,10 +600,10 @@ pub fn cancel_sends(sock: &Socket, h: sock_handle) {
 /// parent's: the child forgets them (their callbacks run in the parent)
 /// and leaves the parent's epoll set, eventfd and timers alone.
 fn forget_parents(q: &mut QueueState) -> bool {
-    if q.home.as_ref().is_some_and(|lp| !lp.in_this_process()) {
+    if q.home.bound().is_some_and(|lp| !lp.in_this_process()) {
         q.drain_sends(SOCK_OPERATION_ABORTED, &mut |_, _, _| {});
         q.drain_recvs(SOCK_OPERATION_ABORTED, &mut |_, _, _| {});
-        q.home = None;
+        q.home = Home::Unbound;
         q.token = None;
         q.registered = false;
         q.timer_at = None;
@@ -606,11 +631,8 @@ fn end_pending(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) {
 /// with `SOCK_OPERATION_ABORTED` and takes the socket out of its loop.
 pub fn close(sock: &Socket, h: sock_handle) {
     let mut q = sock.queue.lock();
-    q.closed = true;
-    if forget_parents(&mut q) {
-        return;
-    }
-    if let Some(lp) = q.home.take() {
+    forget_parents(&mut q);
+    if let Home::Bound(lp) = std::mem::replace(&mut q.home, Home::Closed) {
         end_pending(&mut q, sock, h, &lp);
         lp.leave(h, q.timer_at.take());
         q.token = None;
@@ -620,7 +642,7 @@ pub fn close(sock: &Socket, h: sock_handle) {
 /// `sock_attach`: binds a socket with nothing pending to `lp`.
 pub fn attach(sock: &Socket, h: sock_handle, lp: Arc<Loop>) -> Result<()> {
     let mut q = sock.queue.lock();
-    if q.closed {
+    if matches!(q.home, Home::Closed) {
         return Err(Error::new(SOCK_NOT_SOCKET));
     }
     if !lp.in_this_process() {
@@ -630,14 +652,14 @@ pub fn attach(sock: &Socket, h: sock_handle, lp: Arc<Loop>) -> Result<()> {
     if q.has_pending() || lp.is_stopped() {
         return Err(Error::new(SOCK_INVALID_ARGUMENT));
     }
-    if let Some(old) = q.home.take() {
+    if let Home::Bound(old) = std::mem::take(&mut q.home) {
         if std::mem::take(&mut q.registered) {
             old.deregister(sock.fd());
         }
         old.leave(h, q.timer_at.take());
     }
     lp.join(h)?;
-    q.home = Some(lp);
+    q.home = Home::Bound(lp);
     q.token = Some(h);
     Ok(())
 }

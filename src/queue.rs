@@ -94,6 +94,30 @@ enum Entry {
     Send(SendOp),
 }
 
+/// A socket's place among the engines.
+#[derive(Default)]
+pub enum Home {
+    /// No async operation yet: bound to the default engine on first use,
+    /// or to another by `sock_attach`.
+    #[default]
+    Unbound,
+    /// The engine loop its operations complete on (possibly stopped: its
+    /// engine was freed).
+    Bound(Arc<Loop>),
+    /// `sock_close` ended its operations: nothing new may queue.
+    Closed,
+}
+
+impl Home {
+    /// The bound loop, if any.
+    pub fn bound(&self) -> Option<&Arc<Loop>> {
+        match self {
+            Home::Bound(lp) => Some(lp),
+            _ => None,
+        }
+    }
+}
+
 /// Everything behind a socket's queue lock.
 #[derive(Default)]
 pub struct QueueState {
@@ -106,11 +130,9 @@ pub struct QueueState {
     pending_send_bytes: usize,
     next_ticket: u64,
     recvs: VecDeque<RecvOp>,
-    /// `sock_close` ended this socket's operations: nothing new may queue.
-    pub closed: bool,
-    /// The engine loop this socket's async operations complete on (bound
-    /// on first use, or by `sock_attach`); every completion goes here.
-    pub home: Option<Arc<Loop>>,
+    /// Where this socket's async operations complete (every completion
+    /// goes to the bound loop), or that `sock_close` ended them.
+    pub home: Home,
     /// The handle this socket is known by in `home` (its loop token).
     pub token: Option<u64>,
     /// The descriptor is registered with `home`'s poller.
@@ -407,7 +429,7 @@ impl OpQueue {
         if st.waiter_at_front() {
             self.turn_free.notify_all();
         } else if st.send_at_front() {
-            if let (Some(home), Some(token)) = (&st.home, st.token) {
+            if let (Some(home), Some(token)) = (st.home.bound(), st.token) {
                 home.kick(token);
             }
         }

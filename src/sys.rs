@@ -81,21 +81,26 @@ pub(crate) fn send_once(
     flags: libc::c_int,
 ) -> Result<usize> {
     loop {
-        match send_syscall(sock, iov, to, flags) {
-            Err(e) if e.errno == libc::EINTR => continue,
-            result => return result,
+        let n = send_syscall(sock, iov, to, flags);
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = Error::last_os_error();
+        if err.errno != libc::EINTR {
+            return Err(err);
         }
     }
 }
 
+/// The system call itself: its return value, errno set when negative.
 #[inline]
 fn send_syscall(
     sock: &Socket,
     iov: &[libc::iovec],
     to: Option<&SockAddr>,
     flags: libc::c_int,
-) -> Result<usize> {
-    let n = if let ([one], None) = (iov, to) {
+) -> isize {
+    if let ([one], None) = (iov, to) {
         // SAFETY: the segment describes `iov_len` readable bytes (checked
         // by the caller at the ABI boundary).
         unsafe { libc::send(sock.fd(), one.iov_base, one.iov_len, flags) }
@@ -111,11 +116,6 @@ fn send_syscall(
         // SAFETY: `msg` points at the caller's valid segments and address,
         // which outlive the call; the kernel only reads them.
         unsafe { libc::sendmsg(sock.fd(), &msg, flags) }
-    };
-    if n < 0 {
-        Err(Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
 

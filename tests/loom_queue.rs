@@ -23,7 +23,7 @@ use loom::thread;
 
 use sock::completion::{Callback, UserData};
 use sock::handle::sock_handle;
-use sock::queue::{OpQueue, RecvOp, Seg, SendOp};
+use sock::queue::{Home, OpQueue, RecvOp, Seg, SendOp};
 use sock::status::{sock_status, SOCK_OK, SOCK_OPERATION_ABORTED};
 use sock::wait::Deadline;
 
@@ -239,7 +239,7 @@ fn recv_op(id: usize) -> RecvOp {
 /// operation was accepted (then it must complete exactly once).
 fn submit_recv(m: &Model, id: usize) -> bool {
     let mut q = m.queue.lock();
-    if q.closed {
+    if matches!(q.home, Home::Closed) {
         return false;
     }
     q.push_recv(recv_op(id));
@@ -250,7 +250,7 @@ fn submit_recv(m: &Model, id: usize) -> bool {
 /// the queue lock: the socket looked up (and found open) first, the queue
 /// locked later. Kept to show the model catches it.
 fn submit_recv_unordered(m: &Model, id: usize) -> bool {
-    let open = !m.queue.lock().closed;
+    let open = !matches!(m.queue.lock().home, Home::Closed);
     if !open {
         return false;
     }
@@ -262,7 +262,7 @@ fn submit_recv_unordered(m: &Model, id: usize) -> bool {
 /// receive ends aborted, under one hold of the lock.
 fn close_recvs(m: &Model) {
     let mut q = m.queue.lock();
-    q.closed = true;
+    q.home = Home::Closed;
     q.drain_recvs(SOCK_OPERATION_ABORTED, &mut |cb, status, _| {
         m.complete(cb.user_data.0 as usize, status)
     });
