@@ -1,13 +1,15 @@
 //! libsock: a Winsock/.NET-style socket handle API for C.
 //!
 //! The C header `include/sock.h` is generated from this crate by cbindgen.
-//! Module map: `handle` (the handle table), `status` (codes and errno
-//! mapping), `address` (address text), `options`, `socket` (one socket and
-//! its life cycle), `queue` (a socket's pending operations, shared by the
-//! blocking and async paths), `io` (the blocking path), `asyncio` (the
-//! async path), `engine` (loops that wait for readiness and run
-//! callbacks), `wait` (deadlines and readiness), `trace` (per-operation trace lines), `api` (the `extern "C"`
-//! surface), `panic` and `ffi` (the ABI boundary's helpers).
+//! Module map (docs/design.md has the ownership table and the data path):
+//! `api` (the `extern "C"` surface), `handle` and `table` (handles and the
+//! table that owns every socket), `socket` and `options` (one socket),
+//! `sys` (system-call primitives), `io` (the blocking path), `queue` (a
+//! socket's pending operations), `asyncio` (the async path and the default
+//! engine), `completion` (callbacks and completion records), `engine`
+//! (loops that wait for readiness and run callbacks), `pacing`, `wait`
+//! (deadlines), `fork`, `trace`, `status`, and `panic` and `ffi` (the ABI
+//! boundary's helpers).
 #![allow(non_camel_case_types)]
 
 mod ffi;
