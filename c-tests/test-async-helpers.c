@@ -153,6 +153,10 @@ static void *collector_main(void *arg) {
     }
     ssize_t n = recv(c->fd, c->buf + c->got, want, 0);
     if (n == -1 && errno == EINTR) continue;
+    if (n == -1 && errno == ECONNRESET && c->allow_reset) {
+      c->reset = 1;
+      break;
+    }
     if (n == -1) {
       c->err = errno;
       break;
@@ -170,7 +174,7 @@ static void *collector_main(void *arg) {
 void collector_start(collector_t *c) {
   c->buf = NULL;
   c->got = c->cap = 0;
-  c->eof = c->err = 0;
+  c->eof = c->err = c->reset = 0;
   ASSERT_EQ(pthread_create(&c->tid, NULL, collector_main, c), 0);
 }
 

@@ -81,6 +81,8 @@ typedef struct {
   uint8_t *buf;
   size_t got, cap;
   int eof, err;
+  int allow_reset;   /* set before start: ECONNRESET ends the stream (reset = 1) */
+  int reset;
   pthread_t tid;
 } collector_t;
 

@@ -252,6 +252,29 @@ size_t peer_drain(int fd, size_t max, uint64_t start_off, long long *mismatch) {
   return total;
 }
 
+size_t peer_drain_until_end(int fd, uint64_t start_off, long long *mismatch, int *reset) {
+  static _Thread_local uint8_t buf[65536];
+  size_t total = 0;
+  int ms = (int)wait_bound_ms(10000);
+  *mismatch = -1;
+  *reset = 0;
+  for (;;) {
+    if (!peer_readable(fd, ms)) FAIL("peer: no data and no end within %d ms (got %zu)", ms, total);
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n == -1 && errno == EINTR) continue;
+    if (n == -1 && errno == ECONNRESET) {
+      *reset = 1;
+      break;
+    }
+    if (n == -1) FAIL("peer: recv: %s after %zu bytes", strerror(errno), total);
+    if (n == 0) break;
+    long long m = pattern_mismatch(buf, (size_t)n, start_off + total);
+    if (m >= 0 && *mismatch < 0) *mismatch = (long long)total + m;
+    total += (size_t)n;
+  }
+  return total;
+}
+
 void peer_read_exact(int fd, void *buf, size_t len) {
   size_t got = 0;
   int ms = (int)wait_bound_ms(10000);

@@ -164,6 +164,10 @@ void peer_reset(int fd);
 /* Reads until EOF (or error), up to `max` bytes; verifies the pattern from
  * `start_off`. Returns the byte count; *mismatch = first bad offset or -1. */
 size_t peer_drain(int fd, size_t max, uint64_t start_off, long long *mismatch);
+/* A close that discards unsent data resets the connection: reads what the
+ * peer receives until the end, checking it is the pattern from
+ * `start_off`; *reset says it ended with ECONNRESET (0: a clean EOF). */
+size_t peer_drain_until_end(int fd, uint64_t start_off, long long *mismatch, int *reset);
 /* Reads exactly len bytes (fails the test on EOF/error/10 s of silence). */
 void peer_read_exact(int fd, void *buf, size_t len);
 /* True if fd becomes readable within ms. */

@@ -899,6 +899,180 @@ static void cells_engine(void) {
   tracker_free(&t);
 }
 
+/* ---- the async connection life cycle ---------------------------------- */
+
+/* Callbacks of calls that must fail: any call fails the test. */
+static void never_status_cb(sock_handle h, sock_status s, void *ud) {
+  (void)ud;
+  FAIL("status callback ran for a refused call (h 0x%" PRIx64 ", %s)", h, status_name(s));
+}
+static void never_accept_cb(sock_handle l, sock_status s, sock_handle a, void *ud) {
+  (void)a;
+  (void)ud;
+  FAIL("accept callback ran for a refused call (h 0x%" PRIx64 ", %s)", l, status_name(s));
+}
+
+/* Callbacks that must get user_data NULL back. */
+static atomic_int g_null_status_calls, g_null_status_bad;
+static void null_ud_status_cb(sock_handle h, sock_status s, void *ud) {
+  (void)h;
+  if (ud != NULL || s != SOCK_OK) atomic_fetch_add(&g_null_status_bad, 1);
+  atomic_fetch_add(&g_null_status_calls, 1);
+}
+static atomic_int g_null_accept_calls, g_null_accept_bad;
+static sock_handle g_null_accepted;
+static void null_ud_accept_cb(sock_handle l, sock_status s, sock_handle a, void *ud) {
+  (void)l;
+  if (ud != NULL || s != SOCK_OK || a == SOCK_INVALID_HANDLE) atomic_fetch_add(&g_null_accept_bad, 1);
+  g_null_accepted = a;
+  atomic_fetch_add(&g_null_accept_calls, 1);
+}
+
+/* Every pointer, integer and length of the five calls of the async
+ * connection life cycle, refused before anything happens; and the NULLs
+ * that are allowed (user_data, the out-parameters), which work. */
+static void cells_connection(void) {
+  char buf[16], addr[SOCK_ADDRESS_MAX_LEN];
+  size_t n;
+  sock_handle out;
+  ctx("connection life cycle");
+  CELL("null:address", SOCK_FAULT, sock_connect_async, W.unc, NULL, never_status_cb, never());
+  CELL("null:on_done", SOCK_FAULT, sock_connect_async, W.unc, W.lst_addr, NULL, never());
+  out = UNWRITTEN_HANDLE;
+  CELL("null:on_done", SOCK_FAULT, sock_accept_async, W.lst, NULL, never(), &out);
+  ASSERT(out == SOCK_INVALID_HANDLE);
+  CELL("null:on_done", SOCK_FAULT, sock_shutdown_async, W.h, NULL, never());
+  n = UNWRITTEN;
+  CELL("null:buf", SOCK_FAULT, sock_send_to_async, W.udp, NULL, 1, 0, W.upeer_addr, track_cb,
+       never(), &n);
+  ASSERT_UEQ(n, 0);
+  n = UNWRITTEN;
+  CELL("null:address", SOCK_FAULT, sock_send_to_async, W.udp, "x", 1, 0, NULL, track_cb, never(),
+       &n);
+  ASSERT_UEQ(n, 0);
+  n = UNWRITTEN;
+  CELL("null:on_done", SOCK_FAULT, sock_send_to_async, W.udp, "x", 1, 0, W.upeer_addr, NULL,
+       never(), &n);
+  ASSERT_UEQ(n, 0);
+  n = UNWRITTEN;
+  CELL("null:buf", SOCK_FAULT, sock_recv_from_async, W.udp, NULL, 4, 0, addr, sizeof addr,
+       track_cb, never(), &n);
+  ASSERT_UEQ(n, 0);
+  n = UNWRITTEN;
+  CELL("null:on_done", SOCK_FAULT, sock_recv_from_async, W.udp, buf, 4, 0, addr, sizeof addr, NULL,
+       never(), &n);
+  ASSERT_UEQ(n, 0);
+  for (int32_t f = 8; f != 0; f <<= 1) {
+    n = UNWRITTEN;
+    CELL("enum:flags", SOCK_INVALID_ARGUMENT, sock_send_to_async, W.udp, "x", 1, f, W.upeer_addr,
+         track_cb, never(), &n);
+    ASSERT_UEQ(n, 0);
+    n = UNWRITTEN;
+    CELL("enum:flags", SOCK_INVALID_ARGUMENT, sock_recv_from_async, W.udp, buf, sizeof buf, f,
+         addr, sizeof addr, track_cb, never(), &n);
+    ASSERT_UEQ(n, 0);
+    if (f == INT32_MIN) break;
+  }
+  const size_t huge[] = {SIZE_MAX, (size_t)PTRDIFF_MAX + 1};
+  for (size_t i = 0; i < COUNT(huge); i++) {
+    n = UNWRITTEN;
+    CELL("len:len", SOCK_INVALID_ARGUMENT, sock_send_to_async, W.udp, buf, huge[i], 0,
+         W.upeer_addr, track_cb, never(), &n);
+    ASSERT_UEQ(n, 0);
+    n = UNWRITTEN;
+    CELL("len:cap", SOCK_INVALID_ARGUMENT, sock_recv_from_async, W.udp, buf, huge[i], 0, addr,
+         sizeof addr, track_cb, never(), &n);
+    ASSERT_UEQ(n, 0);
+    n = UNWRITTEN;
+    CELL("len:address_cap", SOCK_INVALID_ARGUMENT, sock_recv_from_async, W.udp, buf, sizeof buf,
+         0, addr, huge[i], track_cb, never(), &n);
+    ASSERT_UEQ(n, 0);
+  }
+  /* a receive of nothing could not be told from end of stream */
+  n = UNWRITTEN;
+  CELL("len:cap", SOCK_INVALID_ARGUMENT, sock_recv_from_async, W.udp, buf, 0, 0, addr, sizeof addr,
+       track_cb, never(), &n);
+  ASSERT_UEQ(n, 0);
+  /* an address buffer too small for the family's longest text */
+  n = UNWRITTEN;
+  CELL("len:address_cap", SOCK_NO_BUFFER_SPACE, sock_recv_from_async, W.udp, buf, sizeof buf, 0,
+       addr, 8, track_cb, never(), &n);
+  ASSERT_UEQ(n, 0);
+  /* malformed address text */
+  CELL("null:address", SOCK_INVALID_ARGUMENT, sock_connect_async, W.unc, "no port",
+       never_status_cb, never());
+  n = UNWRITTEN;
+  CELL("null:address", SOCK_INVALID_ARGUMENT, sock_send_to_async, W.udp, "x", 1, 0, "no port",
+       track_cb, never(), &n);
+  ASSERT_UEQ(n, 0);
+  /* state: accept on a socket that does not listen, shutdown of one not
+   * connected, connect of one that is */
+  CELL("state", SOCK_INVALID_ARGUMENT, sock_accept_async, W.unc, never_accept_cb, never(), &out);
+  CELL("state", SOCK_NOT_CONNECTED, sock_shutdown_async, W.unc, never_status_cb, never());
+  CELL("state", SOCK_IS_CONNECTED, sock_connect_async, W.h, W.lst_addr, never_status_cb, never());
+  CELL("state", SOCK_INVALID_ARGUMENT, sock_connect_async, W.lst, W.lst_addr, never_status_cb,
+       never());
+
+  /* the NULLs that are allowed: user_data comes back NULL, outputs may be NULL */
+  sock_handle c = new_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM);
+  sock_status s;
+  CELL_ANY2("null:user_data", s, SOCK_OK, SOCK_IO_PENDING, sock_connect_async, c, W.lst_addr,
+            null_ud_status_cb, NULL);
+  if (s == SOCK_IO_PENDING) wait_atomic(&g_null_status_calls, 1);
+  CELL_ANY2("null:user_data", s, SOCK_OK, SOCK_IO_PENDING, sock_accept_async, W.lst,
+            null_ud_accept_cb, NULL, &out);
+  if (s == SOCK_IO_PENDING) {
+    wait_atomic(&g_null_accept_calls, 1);
+    out = g_null_accepted;
+  }
+  ASSERT(out != SOCK_INVALID_HANDLE);
+  ASSERT_OK(sock_close(out));
+  /* an accepted handle has nowhere to go without accepted_now */
+  CELL("null:accepted_now", SOCK_FAULT, sock_accept_async, W.lst, never_accept_cb, never(), NULL);
+  ASSERT_OK(sock_set_option(c, SOCK_OPT_ASYNC_INLINE_COMPLETION, 0));
+  int before = atomic_load(&g_null_status_calls);
+  CELL("null:user_data", SOCK_IO_PENDING, sock_shutdown_async, c, null_ud_status_cb, NULL);
+  wait_atomic(&g_null_status_calls, before + 1);
+  n = UNWRITTEN;
+  CELL_ANY2("null:sent_now", s, SOCK_OK, SOCK_IO_PENDING, sock_send_to_async, W.udp, "u", 1, 0,
+            W.upeer_addr, null_ud_cb, NULL, NULL);
+  int ud_calls = atomic_load(&g_null_ud_calls);
+  ASSERT_OK(sock_set_option(W.udp, SOCK_OPT_ASYNC_INLINE_COMPLETION, 0));
+  CELL("null:user_data", SOCK_IO_PENDING, sock_send_to_async, W.udp, "v", 1, 0, W.upeer_addr,
+       null_ud_cb, NULL, &n);
+  wait_atomic(&g_null_ud_calls, ud_calls + 1);
+  ASSERT_OK(sock_set_option(W.udp, SOCK_OPT_ASYNC_INLINE_COMPLETION, 1));
+  char got[4];
+  for (int k = 0; k < 2; k++) {
+    wait_readable(W.upeer);
+    ASSERT_EQ(recv(W.upeer, got, sizeof got, 0), 1);
+  }
+  /* a receive with no address wanted, then with user_data and
+   * received_now NULL, on a fresh datagram socket */
+  sock_handle u = new_socket(SOCK_FAMILY_INET, SOCK_TYPE_DGRAM);
+  ASSERT_OK(sock_bind(u, "127.0.0.1:0"));
+  char uaddr[SOCK_ADDRESS_MAX_LEN];
+  local_addr(u, uaddr);
+  n = UNWRITTEN;
+  CELL("null:address", SOCK_IO_PENDING, sock_recv_from_async, u, buf, 1, 0, NULL, 0, null_ud_cb,
+       NULL, &n);
+  ASSERT_UEQ(n, 0);
+  CELL("null:received_now", SOCK_IO_PENDING, sock_recv_from_async, u, buf + 1, 1, 0, NULL, 0,
+       null_ud_cb, NULL, NULL);
+  CELL("null:user_data", SOCK_IO_PENDING, sock_recv_from_async, u, buf + 2, 1, 0, addr,
+       sizeof addr, null_ud_cb, NULL, NULL);
+  ud_calls = atomic_load(&g_null_ud_calls);
+  for (int k = 0; k < 3; k++) udp_to_port(W.upeer, addr_port(uaddr), "w", 1);
+  wait_atomic(&g_null_ud_calls, ud_calls + 3);
+  ASSERT_EQ(buf[0], 'w');
+  ASSERT_EQ(buf[2], 'w');
+  ASSERT_MSG(strcmp(addr, W.upeer_addr) == 0, "sender %s, expected %s", addr, W.upeer_addr);
+  ASSERT_OK(sock_close(u));
+  ASSERT_EQ(atomic_load(&g_null_status_bad), 0);
+  ASSERT_EQ(atomic_load(&g_null_accept_bad), 0);
+  ASSERT_OK(sock_close(c));
+}
+
 /* ---- bad handles: every handle-taking export -------------------------- */
 
 /* With otherwise valid arguments, each call returns SOCK_NOT_SOCKET, writes
@@ -948,6 +1122,17 @@ static void sweep_bad_handle(sock_handle h, const char *kind) {
   ASSERT_UEQ(n, 0);
   n = UNWRITTEN;
   NS(sock_recv_async, h, buf, sizeof buf, 0, track_cb, never(), &n);
+  ASSERT_UEQ(n, 0);
+  NS(sock_connect_async, h, W.lst_addr, never_status_cb, never());
+  out = UNWRITTEN_HANDLE;
+  NS(sock_accept_async, h, never_accept_cb, never(), &out);
+  ASSERT(out == SOCK_INVALID_HANDLE);
+  NS(sock_shutdown_async, h, never_status_cb, never());
+  n = UNWRITTEN;
+  NS(sock_send_to_async, h, "x", 1, 0, W.upeer_addr, track_cb, never(), &n);
+  ASSERT_UEQ(n, 0);
+  n = UNWRITTEN;
+  NS(sock_recv_from_async, h, buf, sizeof buf, 0, addr, sizeof addr, track_cb, never(), &n);
   ASSERT_UEQ(n, 0);
   NS(sock_cancel_sends, h);
   NS(sock_attach, h, NULL);
@@ -1172,6 +1357,7 @@ TEST_IMPL(bad_input_matrix) {
   cells_len();
   cells_state();
   cells_engine();
+  cells_connection();
   cells_handles();
   verify_nothing_happened();
   check_coverage();

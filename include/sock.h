@@ -230,6 +230,28 @@ typedef void (*sock_recv_callback)(sock_handle h,
                                    void *user_data);
 
 /*
+ Completion callback of `sock_connect_async` and `sock_shutdown_async`:
+ the operation's final status (SOCK_OK, SOCK_CONNECTION_REFUSED,
+ SOCK_TIMED_OUT, SOCK_OPERATION_ABORTED, ...). Runs exactly once per
+ operation that returned SOCK_IO_PENDING, on the socket's engine: an
+ engine thread, or inside `sock_engine_poll` for a manual engine;
+ possibly before the submitting call returned. It may call any libsock
+ function, and must not throw, longjmp or end its thread.
+ */
+typedef void (*sock_status_callback)(sock_handle h, sock_status status, void *user_data);
+
+/*
+ Completion callback of `sock_accept_async`: `accepted` is the new
+ connection's handle (the caller owns it and closes it), or
+ SOCK_INVALID_HANDLE when `status` is not SOCK_OK. Runs as
+ `sock_status_callback` does, on the listener's engine.
+ */
+typedef void (*sock_accept_callback)(sock_handle listener,
+                                     sock_status status,
+                                     sock_handle accepted,
+                                     void *user_data);
+
+/*
  Receives one NUL-terminated trace line per operation (valid only during
  the call). Runs on the thread that did the operation — for async
  completions the engine's thread — so it must be thread-safe. Calling
@@ -560,6 +582,113 @@ sock_status sock_recv_async(sock_handle h,
  Errors: SOCK_NOT_SOCKET.
  */
 sock_status sock_cancel_sends(sock_handle h);
+
+/*
+ Connects `h` to `address` (text as for `sock_connect`) without blocking
+ the caller. A host name is looked up on a library thread (never the
+ caller's or an engine's); every resolved address of the socket's family
+ is tried in order until one connects, and when all fail `on_done` gets
+ the last one's status. A numeric address does no lookup; a connect that
+ finishes inside the call (a Unix socket, a datagram socket) returns
+ SOCK_OK and `on_done` is not called. SOCK_OPT_SEND_TIMEOUT_MS bounds the
+ whole connect (then SOCK_TIMED_OUT). Sends (`sock_send_async`,
+ `sock_sendv_async`) submitted while it is pending queue behind it and
+ leave in order once it succeeds, or complete with its error.
+ `sock_close` or engine free while connecting: SOCK_OPERATION_ABORTED.
+ `sock_cancel_sends` leaves a pending connect alone.
+ Errors (no callback): SOCK_FAULT (`address` or `on_done` NULL),
+ SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (malformed address, listening
+ socket), SOCK_ADDRESS_FAMILY_NOT_SUPPORTED, SOCK_IS_CONNECTED,
+ SOCK_ALREADY_IN_PROGRESS (a connect is under way), SOCK_CONNECTION_REFUSED
+ and other errors of an attempt that failed inside the call (every
+ address tried), SOCK_WOULD_BLOCK (a Unix listener's backlog is full),
+ SOCK_OPERATION_ABORTED (the socket's engine was freed), OS errors.
+ */
+sock_status sock_connect_async(sock_handle h,
+                               const char *address,
+                               sock_status_callback on_done,
+                               void *user_data);
+
+/*
+ Accepts a connection on listening socket `listener` without blocking.
+ SOCK_OK: a connection was waiting (and no accept was pending): its
+ handle is in `*accepted_now` and `on_done` is not called. Otherwise
+ SOCK_IO_PENDING: `on_done` gets the new handle when one arrives. Several
+ accepts may be outstanding; they complete in submission order. The
+ accepted socket is bound to the listener's engine, close-on-exec, in
+ blocking mode with default options (as from `sock_accept`).
+ SOCK_OPT_RECV_TIMEOUT_MS bounds how long an accept stays pending (then
+ SOCK_TIMED_OUT). Out of descriptors, a pending accept completes with
+ SOCK_TOO_MANY_OPEN_SOCKETS, and the engine looks at the listener again
+ only when a new connection arrives (it never spins). Loop on SOCK_OK, as
+ for sends, rather than recursing from the callback. `sock_close` of the
+ listener or engine free: SOCK_OPERATION_ABORTED; `sock_cancel_sends`
+ leaves accepts alone.
+ Errors (no callback; `*accepted_now` = SOCK_INVALID_HANDLE): SOCK_FAULT
+ (`on_done` or `accepted_now` NULL), SOCK_NOT_SOCKET, SOCK_INVALID_ARGUMENT (not a
+ listening stream socket), SOCK_TOO_MANY_OPEN_SOCKETS,
+ SOCK_OPERATION_ABORTED (the listener's engine was freed), OS errors.
+ */
+sock_status sock_accept_async(sock_handle listener,
+                              sock_accept_callback on_done,
+                              void *user_data,
+                              sock_handle *accepted_now);
+
+/*
+ Ends the sending side gracefully without blocking: waits behind every
+ pending send, then shuts sending down (the peer reads every byte, then
+ end of stream) and reports SOCK_OK, or the error that ended the sends.
+ SOCK_OK inside the call (no callback) when nothing was pending. Sends
+ submitted after it fail at once with SOCK_SHUTDOWN. The graceful way to
+ close a connection is this, then `sock_close` in its callback (a
+ `sock_close` that discards unsent data resets the connection instead).
+ `sock_cancel_sends` and `sock_shutdown(SOCK_SHUT_SEND)` end a pending
+ one with SOCK_OPERATION_ABORTED, as they end sends.
+ Errors (no callback): SOCK_FAULT (`on_done` NULL), SOCK_NOT_SOCKET,
+ SOCK_NOT_CONNECTED, SOCK_OPERATION_ABORTED (the socket's engine was
+ freed), OS errors.
+ */
+sock_status sock_shutdown_async(sock_handle h, sock_status_callback on_done, void *user_data);
+
+/*
+ Sends one datagram of `len` bytes from `buf` to `address` without
+ blocking, with the three outcomes of `sock_send_async`. On a datagram
+ socket, connected or not, it goes whole or not at all; one that cannot
+ go fails alone (its callback gets the error) and those queued behind it
+ go on. A host name in `address` is resolved inside the call (use a
+ numeric address to never wait). On a connected stream socket the
+ address is checked and then ignored, as `sock_send_to` does.
+ Errors: as `sock_send_async` (SOCK_FAULT also for `address` NULL), the
+ address errors of `sock_bind`, SOCK_MESSAGE_SIZE.
+ */
+sock_status sock_send_to_async(sock_handle h,
+                               const void *buf,
+                               size_t len,
+                               int32_t flags,
+                               const char *address,
+                               sock_send_callback on_done,
+                               void *user_data,
+                               size_t *sent_now);
+
+/*
+ Receives one datagram (or, on a stream, at least one byte) into `buf`
+ without blocking, as `sock_recv_async`, and writes the sender's address
+ as text (and a NUL) into `address` when it is not NULL; for a stream
+ that is the peer's address. `address` and `buf` stay the caller's until
+ the callback. `address_cap` must hold the longest address of the
+ socket's family (SOCK_ADDRESS_MAX_LEN always does).
+ Errors: as `sock_recv_async`, and SOCK_NO_BUFFER_SPACE (`address_cap`
+ too small; nothing received).
+ */
+sock_status sock_recv_from_async(sock_handle h,
+                                 void *buf,
+                                 size_t cap,
+                                 int32_t flags,
+                                 char *address,
+                                 size_t address_cap,
+                                 sock_recv_callback on_done,
+                                 void *user_data,
+                                 size_t *received_now);
 
 /*
  Creates an engine. `threads` >= 1: that many I/O threads, each running

@@ -80,11 +80,40 @@ fn parse_scope(scope: &str) -> Result<u32> {
     }
 }
 
+/// What address text names for a socket: its addresses, or a host name
+/// still to be looked up.
+pub enum Target {
+    Addrs(Vec<SockAddr>),
+    Lookup(String, u16),
+}
+
+/// Parses address text for a socket of `family` without resolving names.
+pub fn target(text: &CStr, family: Family) -> Result<Target> {
+    let text = text.to_str().map_err(|_| invalid())?;
+    match (parse_text(text)?, family) {
+        (Parsed::Host(host, port), Family::Inet | Family::Inet6) => {
+            Ok(Target::Lookup(host.to_owned(), port))
+        }
+        (parsed, _) => Ok(Target::Addrs(vec![literal(parsed, family)?])),
+    }
+}
+
 /// Parses address text into an OS address usable by a socket of `family`
-/// and `kind`, resolving host names.
+/// and `kind`, resolving host names (the first answer wins).
 pub fn parse(text: &CStr, family: Family, kind: Kind) -> Result<SockAddr> {
     let text = text.to_str().map_err(|_| invalid())?;
     match (parse_text(text)?, family) {
+        (Parsed::Host(host, port), Family::Inet | Family::Inet6) => {
+            let mut all = resolve_all(host, port, family, kind)?;
+            Ok(all.swap_remove(0))
+        }
+        (parsed, _) => literal(parsed, family),
+    }
+}
+
+/// The OS address of text that names no host.
+fn literal(parsed: Parsed<'_>, family: Family) -> Result<SockAddr> {
+    match (parsed, family) {
         (Parsed::Unix(path), Family::Unix) => {
             SockAddr::unix(std::ffi::OsStr::from_bytes(path)).map_err(|_| invalid())
         }
@@ -97,16 +126,14 @@ pub fn parse(text: &CStr, family: Family, kind: Kind) -> Result<SockAddr> {
             0,
             0,
         ))),
-        (Parsed::Host(host, port), Family::Inet | Family::Inet6) => {
-            resolve(host, port, family, kind)
-        }
         _ => Err(Error::new(SOCK_ADDRESS_FAMILY_NOT_SUPPORTED)),
     }
 }
 
-/// Resolves a host name with getaddrinfo, for the socket's family; the
-/// first answer wins.
-fn resolve(host: &str, port: u16, family: Family, kind: Kind) -> Result<SockAddr> {
+/// Resolves a host name with getaddrinfo, for the socket's family: every
+/// answer, in getaddrinfo's order (at least one). It blocks for as long as
+/// the lookup takes.
+pub fn resolve_all(host: &str, port: u16, family: Family, kind: Kind) -> Result<Vec<SockAddr>> {
     let c_host = CString::new(host).map_err(|_| invalid())?;
     // SAFETY: addrinfo is plain old data; all-zero is a valid "no hints" value.
     let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
@@ -131,33 +158,49 @@ fn resolve(host: &str, port: u16, family: Family, kind: Kind) -> Result<SockAddr
             _ => Error::new(SOCK_SOCKET_ERROR),
         });
     }
-    // SAFETY: getaddrinfo succeeded, so `list` points to at least one entry
-    // whose ai_addr holds ai_addrlen bytes of the requested family.
-    let first = unsafe {
-        let entry = &*list;
-        let addr = match entry.ai_family {
-            libc::AF_INET => {
-                let sin = &*(entry.ai_addr as *const libc::sockaddr_in);
-                Some(SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
-                    port,
-                ))
-            }
-            libc::AF_INET6 => {
-                let sin6 = &*(entry.ai_addr as *const libc::sockaddr_in6);
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                    port,
-                    0,
-                    sin6.sin6_scope_id,
-                )))
-            }
-            _ => None,
+    let mut found = Vec::new();
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: getaddrinfo succeeded, so `entry` is an element of the
+        // list it returned, whose ai_addr holds ai_addrlen bytes of the
+        // entry's family; the list is freed only after the loop.
+        let (addr, next) = unsafe {
+            let e = &*entry;
+            let addr = match e.ai_family {
+                libc::AF_INET => {
+                    let sin = &*(e.ai_addr as *const libc::sockaddr_in);
+                    Some(SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
+                        port,
+                    ))
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(e.ai_addr as *const libc::sockaddr_in6);
+                    Some(SocketAddr::V6(SocketAddrV6::new(
+                        Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                        port,
+                        0,
+                        sin6.sin6_scope_id,
+                    )))
+                }
+                _ => None,
+            };
+            (addr, e.ai_next)
         };
-        libc::freeaddrinfo(list);
-        addr
-    };
-    first.map(SockAddr::from).ok_or(Error::new(SOCK_NO_DATA))
+        if let Some(addr) = addr {
+            let addr = SockAddr::from(addr);
+            if !found.contains(&addr) {
+                found.push(addr);
+            }
+        }
+        entry = next;
+    }
+    // SAFETY: `list` came from a successful getaddrinfo and is freed once.
+    unsafe { libc::freeaddrinfo(list) };
+    if found.is_empty() {
+        return Err(Error::new(SOCK_NO_DATA));
+    }
+    Ok(found)
 }
 
 /// The text of an OS address, without NUL.

@@ -18,21 +18,27 @@
 //! - loops call in through [`HANDLER`] with the token (handle) they know
 //!   the socket by, and a loop that is not the socket's home is ignored.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::completion::{Callback, Completion, CompletionFn, UserData};
+use crate::address::{self, Target};
+use crate::completion::{BytesFn, Callback, Completion, Notify, UserData};
 use crate::engine::{Engine, Handler, Loop};
 use crate::fork;
 use crate::handle::sock_handle;
 use crate::io;
-use crate::queue::{Home, QueueGuard, QueueState, RecvOp, Seg, SendOp};
-use crate::socket::{Kind, Socket};
+use crate::queue::{
+    AcceptOp, AddressOut, ConnectOp, Home, QueueGuard, QueueState, RecvOp, Seg, SendOp, ShutdownOp,
+};
+use crate::socket::{Kind, Socket, State};
 use crate::status::{
-    report, sock_status, Error, Result, SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_MESSAGE_SIZE,
-    SOCK_NOT_SOCKET, SOCK_OK, SOCK_OPERATION_ABORTED, SOCK_OPERATION_NOT_SUPPORTED, SOCK_TIMED_OUT,
+    report, sock_status, Error, Result, SOCK_ALREADY_IN_PROGRESS, SOCK_HOST_NOT_FOUND,
+    SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_IS_CONNECTED, SOCK_MESSAGE_SIZE,
+    SOCK_NOT_CONNECTED, SOCK_NOT_SOCKET, SOCK_NO_BUFFER_SPACE, SOCK_OK, SOCK_OPERATION_ABORTED,
+    SOCK_OPERATION_NOT_SUPPORTED, SOCK_SHUTDOWN, SOCK_TIMED_OUT,
 };
 use crate::sys::{self, IOV_MAX};
 use crate::table;
@@ -42,6 +48,12 @@ use crate::trace;
 /// is not running: nothing was done, and `submit` starts the engine outside
 /// every lock and runs the submission again. Never reaches C.
 const NEEDS_DEFAULT_ENGINE: sock_status = i32::MIN;
+
+/// Whether a submission's status asks for the default engine to be started
+/// and the submission run again (nothing was done).
+pub fn needs_default_engine(status: sock_status) -> bool {
+    status == NEEDS_DEFAULT_ENGINE
+}
 
 /// What every loop calls for the sockets it serves.
 pub struct SocketHandler;
@@ -59,6 +71,7 @@ impl Handler for SocketHandler {
         }
         if readable {
             flush_recvs(&sock, token, lp);
+            flush_accepts(&sock, token, lp);
         }
     }
 
@@ -261,12 +274,7 @@ fn finished_inline(
     // Bound before the operation started (see `bind_if_no_inline`).
     match home_loop(q, h, true) {
         Ok(lp) => {
-            lp.push(Completion {
-                handle: h,
-                callback,
-                status,
-                bytes,
-            });
+            lp.push(Completion::new(h, callback, status, bytes));
             SOCK_IO_PENDING
         }
         Err(e) => report(e),
@@ -280,6 +288,14 @@ pub struct SendRequest<'a> {
     pub total: usize,
     pub os_flags: libc::c_int,
     pub callback: Callback,
+}
+
+/// Sends are refused at once after `sock_shutdown_async` was accepted.
+fn check_send_open(q: &QueueState) -> Result<()> {
+    if q.send_shut {
+        return Err(Error::new(SOCK_SHUTDOWN));
+    }
+    Ok(())
 }
 
 /// With inline completion off, an operation reports through its callback
@@ -300,6 +316,7 @@ pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_
         return (report(e), 0);
     }
     let bound = io::first_send(sock, req.iov, None, req.os_flags, |q| {
+        check_send_open(q)?;
         bind_if_no_inline(q, sock, h)
     });
     match bound {
@@ -319,7 +336,7 @@ pub fn send_async_one(
     sock: &Socket,
     h: sock_handle,
     one: &[libc::iovec; 1],
-    func: CompletionFn,
+    func: BytesFn,
     user_data: UserData,
 ) -> Option<(sock_status, usize)> {
     if !sock.options.inline_completion() {
@@ -339,7 +356,7 @@ pub fn send_async_one(
                 total: len,
                 os_flags: sys::SEND_FLAGS_NONE,
                 callback: Callback {
-                    func,
+                    notify: Notify::Bytes(func),
                     user_data,
                     op: "send_async",
                     submitted: trace::now_if_enabled(),
@@ -406,15 +423,39 @@ fn after_first_try(
     (SOCK_IO_PENDING, sent)
 }
 
-/// `sock_recv_async`: receives inline when nothing is queued and data (or
-/// end of stream) is there, else queues the receive. `cap` >= 1 (checked
-/// at the boundary).
+/// What one receive got, as its callback reports it: the status (a cut
+/// datagram is SOCK_MESSAGE_SIZE) after the sender's address, when asked
+/// for, was written to the caller's buffer.
+fn received(sock: &Socket, r: sys::Received, from: Option<AddressOut>) -> sock_status {
+    if let Some(out) = from {
+        let peer = r.from.or_else(|| sock.os().peer_addr().ok());
+        let text = peer.map(|a| address::format(&a)).unwrap_or_default();
+        // SAFETY: the caller keeps `out.buf` valid for `out.cap` bytes
+        // until the operation completes (checked non-NULL, and `cap` large
+        // enough for any address of the family, at submission).
+        let buf = unsafe { crate::ffi::out_buf(out.buf, out.cap) };
+        if address::copy_out(&text, buf).is_err() {
+            return SOCK_NO_BUFFER_SPACE;
+        }
+    }
+    if r.truncated {
+        SOCK_MESSAGE_SIZE
+    } else {
+        SOCK_OK
+    }
+}
+
+/// `sock_recv_async` / `sock_recv_from_async`: receives inline when
+/// nothing is queued and data (or end of stream) is there, else queues the
+/// receive. `cap` >= 1 (checked at the boundary); `from`: where the
+/// sender's address goes.
 pub fn recv_async(
     sock: &Socket,
     h: sock_handle,
     buf: *mut u8,
     cap: usize,
     os_flags: libc::c_int,
+    from: Option<AddressOut>,
     callback: Callback,
 ) -> (sock_status, usize) {
     let mut q = sock.queue.lock();
@@ -422,17 +463,11 @@ pub fn recv_async(
         return (report(e), 0);
     }
     if !q.has_recvs() {
-        match sys::recv_once(sock, buf, cap, os_flags, false) {
+        match sys::recv_once(sock, buf, cap, os_flags, from.is_some()) {
             Ok(r) => {
-                let status = if r.truncated {
-                    SOCK_MESSAGE_SIZE
-                } else {
-                    SOCK_OK
-                };
-                return (
-                    finished_inline(&mut q, sock, h, callback, status, r.len),
-                    r.len,
-                );
+                let n = r.len;
+                let status = received(sock, r, from);
+                return (finished_inline(&mut q, sock, h, callback, status, n), n);
             }
             Err(e) if e.errno == libc::EAGAIN => {}
             Err(e) => return (report(e), 0),
@@ -450,6 +485,7 @@ pub fn recv_async(
             iov_len: cap,
         }),
         os_flags,
+        from,
         deadline,
         callback,
     });
@@ -463,14 +499,7 @@ pub fn recv_async(
 
 /// A sink that queues completions of socket `h` on loop `lp`.
 fn sink_to(lp: &Loop, h: sock_handle) -> impl FnMut(Callback, sock_status, usize) + '_ {
-    move |callback, status, bytes| {
-        lp.push(Completion {
-            handle: h,
-            callback,
-            status,
-            bytes,
-        })
-    }
+    move |callback, status, bytes| lp.push(Completion::new(h, callback, status, bytes))
 }
 
 /// Hands pending sends to the kernel — several small ones per `writev` —
@@ -486,12 +515,33 @@ fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
     let mut sink = sink_to(lp, h);
     let mut retrying = false;
     loop {
+        // A connect or a graceful shutdown at the front goes first.
+        if let Some(op) = q.front_connect() {
+            match connect_progress(sock, op) {
+                Progress::Pending => break,
+                Progress::Connected => q.complete_connect(SOCK_OK, &mut sink),
+                Progress::Failed(status) => {
+                    q.complete_connect(status, &mut sink);
+                    q.drain_sends(status, &mut sink);
+                    break;
+                }
+            }
+            continue;
+        }
+        if q.shutdown_at_front() {
+            let status = match sock.os().shutdown(std::net::Shutdown::Write) {
+                Ok(()) => SOCK_OK,
+                Err(e) => sock.fail(Error::from(e)).status,
+            };
+            q.complete_shutdown(status, &mut sink);
+            continue;
+        }
         let max_bytes = q.pacing.batch_bytes();
-        let Some((iov, flags)) = q.front_batch(datagram, IOV_MAX, max_bytes) else {
+        let Some((iov, flags, to)) = q.front_batch(datagram, IOV_MAX, max_bytes) else {
             break;
         };
         let offered: usize = iov.iter().map(|seg| seg.iov_len).sum();
-        match sys::send_once(sock, iov, None, flags) {
+        match sys::send_once(sock, iov, to, flags) {
             Ok(n) if datagram => q.consume_datagram(n, &mut sink),
             Ok(n) => {
                 q.consume(n, &mut sink);
@@ -537,20 +587,17 @@ fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
     }
     let mut sink = sink_to(lp, h);
     while let Some(op) = q.front_recv() {
-        let (buf, cap, flags) = (
+        let (buf, cap, flags, from) = (
             op.buf.0.iov_base.cast::<u8>(),
             op.buf.0.iov_len,
             op.os_flags,
+            op.from,
         );
-        match sys::recv_once(sock, buf, cap, flags, false) {
+        match sys::recv_once(sock, buf, cap, flags, from.is_some()) {
             Ok(r) => {
                 if let Some(op) = q.pop_recv() {
-                    let status = if r.truncated {
-                        SOCK_MESSAGE_SIZE
-                    } else {
-                        SOCK_OK
-                    };
-                    sink(op.callback, status, r.len);
+                    let n = r.len;
+                    sink(op.callback, received(sock, r, from), n);
                 }
             }
             Err(e) if e.errno == libc::EAGAIN => break,
@@ -571,7 +618,11 @@ fn expire(sock: &Socket, h: sock_handle, lp: &Loop, now: Instant) {
     if !is_home(&q, lp) {
         return;
     }
-    let next = q.expire(now, SOCK_TIMED_OUT, &mut sink_to(lp, h));
+    let (next, connect_expired) = q.expire(now, SOCK_TIMED_OUT, &mut sink_to(lp, h));
+    if connect_expired {
+        // Give the attempt up in the kernel too.
+        sock.disconnect();
+    }
     lp.set_timer(h, q.timer_at, next);
     q.timer_at = next;
     settle(&mut q, sock, h, lp);
@@ -615,25 +666,34 @@ fn forget_parents(q: &mut QueueState) -> bool {
 /// Ends every pending operation of the socket with
 /// `SOCK_OPERATION_ABORTED` (callbacks on its home `lp`), takes the socket
 /// out of `lp`'s poller and drops its timer entry. Once the queue lock is
-/// released, no operation of the socket touches its buffer again.
-fn end_pending(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) {
+/// released, no operation of the socket touches its buffer again. Returns
+/// whether a send ended with bytes that never reached the kernel.
+fn end_pending(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) -> bool {
     let mut sink = sink_to(lp, h);
-    q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
+    q.drain_connect(SOCK_OPERATION_ABORTED, &mut sink);
+    let unsent = q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
     q.drain_recvs(SOCK_OPERATION_ABORTED, &mut sink);
+    q.drain_accepts(SOCK_OPERATION_ABORTED, &mut sink);
     if std::mem::take(&mut q.registered) {
         lp.deregister(sock.fd());
     }
     settle(q, sock, h, lp);
+    unsent
 }
 
 /// Close, before the handle leaves the table: marks the queue closed (no
 /// submission queues anything from now on), ends every pending operation
 /// with `SOCK_OPERATION_ABORTED` and takes the socket out of its loop.
+/// When that discarded bytes of a stream that never reached the kernel,
+/// the connection is reset, so the peer cannot take the truncated stream
+/// for a complete one.
 pub fn close(sock: &Socket, h: sock_handle) {
     let mut q = sock.queue.lock();
     forget_parents(&mut q);
     if let Home::Bound(lp) = std::mem::replace(&mut q.home, Home::Closed) {
-        end_pending(&mut q, sock, h, &lp);
+        if end_pending(&mut q, sock, h, &lp) && sock.kind == Kind::Stream {
+            sock.reset();
+        }
         lp.leave(h, q.timer_at.take());
         q.token = None;
     }
@@ -662,4 +722,375 @@ pub fn attach(sock: &Socket, h: sock_handle, lp: Arc<Loop>) -> Result<()> {
     q.home = Home::Bound(lp);
     q.token = Some(h);
     Ok(())
+}
+
+// ---- connect ---------------------------------------------------------------
+
+/// How a pending connect stands.
+enum Progress {
+    Pending,
+    Connected,
+    /// Every address failed; the last one's status.
+    Failed(sock_status),
+}
+
+/// Starts connecting to the next address of `op`, until one connects or
+/// is under way; the socket's state follows.
+fn connect_next(sock: &Socket, op: &mut ConnectOp) -> Progress {
+    while let Some(addr) = op.addrs.pop_front() {
+        match sock.os().connect(&addr) {
+            Ok(()) => {
+                sock.set_state(State::Connected);
+                return Progress::Connected;
+            }
+            Err(e) => {
+                let err = Error::from(e);
+                if err.errno == libc::EINPROGRESS {
+                    sock.set_state(State::Connecting);
+                    return Progress::Pending;
+                }
+                op.last_error = Some(err.status);
+            }
+        }
+    }
+    sock.set_state(State::Fresh);
+    Progress::Failed(op.last_error.unwrap_or(SOCK_HOST_NOT_FOUND))
+}
+
+/// Where the pending connect at the front got to: still under way (or the
+/// name still being looked up), connected, or failed on this address —
+/// then the next one is tried.
+fn connect_progress(sock: &Socket, op: &mut ConnectOp) -> Progress {
+    if op.lookup.is_some() {
+        return Progress::Pending;
+    }
+    let failed = match sock.os().take_error() {
+        Ok(Some(e)) => Error::from(e),
+        Ok(None) => match sock.os().peer_addr() {
+            Ok(_) => {
+                sock.set_state(State::Connected);
+                return Progress::Connected;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Progress::Pending,
+            Err(e) => Error::from(e),
+        },
+        Err(e) => Error::from(e),
+    };
+    op.last_error = Some(failed.status);
+    connect_next(sock, op)
+}
+
+/// Numbers name lookups, so an answer finds its own connect.
+static NEXT_LOOKUP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// `sock_connect_async`: connects to `target`'s addresses in order. A
+/// numeric address is tried inside the call (a Unix socket may connect at
+/// once: SOCK_OK); a host name is looked up on a thread of its own, never
+/// the caller's or an engine's. Sends submitted meanwhile queue behind it.
+pub fn connect_async(
+    sock: &Socket,
+    h: sock_handle,
+    target: &Target,
+    callback: Callback,
+) -> (sock_status, usize) {
+    let mut q = sock.queue.lock();
+    if let Err(e) = check_open(&q) {
+        return (report(e), 0);
+    }
+    match sock.state() {
+        State::Connected if sock.kind == Kind::Stream => return (SOCK_IS_CONNECTED, 0),
+        State::Connecting => return (SOCK_ALREADY_IN_PROGRESS, 0),
+        State::Listening => return (SOCK_INVALID_ARGUMENT, 0),
+        _ => {}
+    }
+    // Bound before anything starts: binding may ask `submit` to start the
+    // default engine and run this again.
+    let lp = match registered_home(&mut q, sock, h, false) {
+        Ok(lp) => lp,
+        Err(e) => return (report(e), 0),
+    };
+    let mut op = ConnectOp {
+        addrs: Default::default(),
+        lookup: None,
+        last_error: None,
+        deadline: deadline_after(sock.options.send_timeout_ms()),
+        callback,
+    };
+    match target {
+        Target::Addrs(addrs) => {
+            op.addrs = addrs.iter().cloned().collect();
+            match connect_next(sock, &mut op) {
+                Progress::Connected => {
+                    return (finished_inline(&mut q, sock, h, callback, SOCK_OK, 0), 0)
+                }
+                Progress::Failed(status) => return (status, 0),
+                Progress::Pending => {}
+            }
+        }
+        Target::Lookup(host, port) => {
+            let id = NEXT_LOOKUP.fetch_add(1, Ordering::Relaxed);
+            let (host, port, family, kind) = (host.clone(), *port, sock.family, sock.kind);
+            let spawned = resolver::spawn(move || {
+                let answer = address::resolve_all(&host, port, family, kind);
+                resolved(h, id, answer);
+            });
+            if let Err(e) = spawned {
+                return (report(e), 0);
+            }
+            op.lookup = Some(id);
+            sock.set_state(State::Connecting);
+        }
+    }
+    let deadline = op.deadline;
+    q.push_connect(op);
+    if let Some(at) = deadline {
+        arm_deadline(&mut q, &lp, h, at);
+    }
+    (SOCK_IO_PENDING, 0)
+}
+
+/// A name lookup's answer for the connect it was made for (if that is
+/// still pending: close, a deadline or engine free may have ended it).
+fn resolved(h: sock_handle, id: u64, answer: Result<Vec<socket2::SockAddr>>) {
+    let Some(sock) = table::lookup(h) else {
+        return;
+    };
+    let mut q = sock.queue.lock();
+    let Some(lp) = q.home.bound().cloned() else {
+        return;
+    };
+    let Some(op) = q.front_connect().filter(|op| op.lookup == Some(id)) else {
+        return;
+    };
+    op.lookup = None;
+    let progress = match answer {
+        Ok(addrs) => {
+            op.addrs = addrs.into();
+            connect_next(&sock, op)
+        }
+        Err(e) => {
+            sock.set_state(State::Fresh);
+            Progress::Failed(e.status)
+        }
+    };
+    let mut sink = sink_to(&lp, h);
+    match progress {
+        Progress::Pending => {}
+        Progress::Connected => {
+            q.complete_connect(SOCK_OK, &mut sink);
+            // Sends queued behind the connect may go now.
+            lp.kick(h);
+        }
+        Progress::Failed(status) => {
+            q.complete_connect(status, &mut sink);
+            q.drain_sends(status, &mut sink);
+        }
+    }
+    settle(&mut q, &sock, h, &lp);
+}
+
+/// The threads that look host names up for `sock_connect_async`: one per
+/// lookup, counted so that the library knows when none is left.
+pub(crate) mod resolver {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::status::Result;
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+    /// Runs `lookup` on a new thread.
+    pub fn spawn(lookup: impl FnOnce() + Send + 'static) -> Result<()> {
+        RUNNING.fetch_add(1, Ordering::AcqRel);
+        let spawned = std::thread::Builder::new()
+            .name("sock-resolver".into())
+            .spawn(move || {
+                lookup();
+                RUNNING.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            RUNNING.fetch_sub(1, Ordering::AcqRel);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+// ---- graceful end ----------------------------------------------------------
+
+/// `sock_shutdown_async`: shuts the sending side once every pending send
+/// went (at once when none is pending). Sends submitted after it fail
+/// with SOCK_SHUTDOWN at once.
+pub fn shutdown_async(sock: &Socket, h: sock_handle, callback: Callback) -> (sock_status, usize) {
+    let mut q = sock.queue.lock();
+    if let Err(e) = check_open(&q).and_then(|()| bind_if_no_inline(&mut q, sock, h)) {
+        return (report(e), 0);
+    }
+    if !matches!(sock.state(), State::Connected | State::Connecting) {
+        return (SOCK_NOT_CONNECTED, 0);
+    }
+    if q.is_idle() {
+        let status = match sock.os().shutdown(std::net::Shutdown::Write) {
+            Ok(()) => SOCK_OK,
+            Err(e) => return (report(sock.fail(Error::from(e))), 0),
+        };
+        q.send_shut = true;
+        return (finished_inline(&mut q, sock, h, callback, status, 0), 0);
+    }
+    if let Err(e) = registered_home(&mut q, sock, h, false) {
+        return (report(e), 0);
+    }
+    q.push_shutdown(ShutdownOp { callback });
+    (SOCK_IO_PENDING, 0)
+}
+
+// ---- accept ----------------------------------------------------------------
+
+/// The work an accepted connection does on the loop's thread before its
+/// callback: it enters the handle table (never under a queue lock) and is
+/// bound to `lp`, the listener's loop.
+fn adopt(accepted: Socket, lp: Option<Arc<Loop>>) -> (sock_status, sock_handle) {
+    let h = match table::insert(accepted) {
+        Ok(h) => h,
+        Err(e) => return (report(e), crate::handle::SOCK_INVALID_HANDLE),
+    };
+    if let (Some(lp), Some(sock)) = (lp, table::lookup(h)) {
+        let mut q = sock.queue.lock();
+        if matches!(q.home, Home::Unbound) && lp.join(h).is_ok() {
+            q.home = Home::Bound(lp);
+            q.token = Some(h);
+        }
+    }
+    (SOCK_OK, h)
+}
+
+/// `sock_accept_async`: SOCK_OK with the new handle when a connection was
+/// waiting and no accept is pending, else queued (accepts complete in
+/// submission order). Call it with no lock held: the accepted socket
+/// enters the handle table.
+pub fn accept_async(
+    sock: &Socket,
+    h: sock_handle,
+    callback: Callback,
+) -> (sock_status, sock_handle) {
+    let mut q = sock.queue.lock();
+    if let Err(e) = check_open(&q).and_then(|()| bind_if_no_inline(&mut q, sock, h)) {
+        return (report(e), 0);
+    }
+    if sock.kind != Kind::Stream || sock.state() != State::Listening {
+        return (SOCK_INVALID_ARGUMENT, 0);
+    }
+    if !q.has_accepts() {
+        match sock.accept_now() {
+            Ok(accepted) => {
+                let home = q.home.bound().cloned();
+                if sock.options.inline_completion() {
+                    drop(q);
+                    return adopt(accepted, home);
+                }
+                let Some(lp) = home else {
+                    // Bound by `bind_if_no_inline`.
+                    return (SOCK_OPERATION_ABORTED, 0);
+                };
+                let at = lp.clone();
+                lp.push(Completion {
+                    deferred: Some(Box::new(move || adopt(accepted, Some(at)))),
+                    ..Completion::new(h, callback, SOCK_OK, 0)
+                });
+                return (SOCK_IO_PENDING, 0);
+            }
+            Err(e) if e.errno == libc::EAGAIN => {}
+            Err(e) => return (report(e), 0),
+        }
+    }
+    let lp = match registered_home(&mut q, sock, h, false) {
+        Ok(lp) => lp,
+        Err(e) => return (report(e), 0),
+    };
+    let deadline = deadline_after(sock.options.recv_timeout_ms());
+    q.push_accept(AcceptOp { deadline, callback });
+    if let Some(at) = deadline {
+        arm_deadline(&mut q, &lp, h, at);
+    }
+    (SOCK_IO_PENDING, 0)
+}
+
+/// Completes pending accepts with the connections that arrived, in order.
+/// Out of descriptors, the front accept completes with
+/// SOCK_TOO_MANY_OPEN_SOCKETS and the flush stops: the listener is
+/// edge-triggered, so the loop looks again only when a new connection
+/// arrives, and never spins on one it cannot serve.
+fn flush_accepts(sock: &Socket, h: sock_handle, lp: &Loop) {
+    let mut q = sock.queue.lock();
+    if !is_home(&q, lp) || !q.has_accepts() {
+        return;
+    }
+    let home = q.home.bound().cloned();
+    let mut sink = sink_to(lp, h);
+    while q.has_accepts() {
+        match sock.accept_now() {
+            Ok(accepted) => {
+                if let Some(op) = q.pop_accept() {
+                    let at = home.clone();
+                    lp.push(Completion {
+                        deferred: Some(Box::new(move || adopt(accepted, at))),
+                        ..Completion::new(h, op.callback, SOCK_OK, 0)
+                    });
+                }
+            }
+            Err(e) if e.errno == libc::EAGAIN => break,
+            Err(e) => {
+                if let Some(op) = q.pop_accept() {
+                    sink(op.callback, e.status, 0);
+                }
+                break;
+            }
+        }
+    }
+    settle(&mut q, sock, h, lp);
+}
+
+// ---- datagrams -------------------------------------------------------------
+
+/// `sock_send_to_async` on a datagram socket: one datagram to `to`, whole
+/// or not at all, sent inside the call when nothing is queued, else queued
+/// with its destination.
+pub fn send_to_async(
+    sock: &Socket,
+    h: sock_handle,
+    req: SendRequest<'_>,
+    to: &socket2::SockAddr,
+) -> (sock_status, usize) {
+    if let Err(e) = io::check_can_send(sock, req.iov.len(), true) {
+        return (report(e), 0);
+    }
+    let bound = io::first_send(sock, req.iov, Some(to), req.os_flags, |q| {
+        check_send_open(q)?;
+        bind_if_no_inline(q, sock, h)
+    });
+    let (mut q, first) = match bound {
+        Ok(x) => x,
+        Err(e) => return (report(e), 0),
+    };
+    match first {
+        Some(Ok(n)) => {
+            return (
+                finished_inline(&mut q, sock, h, req.callback, SOCK_OK, n),
+                n,
+            )
+        }
+        Some(Err(e)) if e.errno != libc::EAGAIN => return (report(sock.fail(e)), 0),
+        _ => {}
+    }
+    let lp = match registered_home(&mut q, sock, h, false) {
+        Ok(lp) => lp,
+        Err(e) => return (report(e), 0),
+    };
+    let deadline = deadline_after(sock.options.send_timeout_ms());
+    let mut op = SendOp::new(req.total, 0, req.os_flags, deadline, req.callback);
+    op.to = Some(Box::new(to.clone()));
+    q.push_send(op, req.iov);
+    if let Some(at) = deadline {
+        arm_deadline(&mut q, &lp, h, at);
+    }
+    (SOCK_IO_PENDING, 0)
 }

@@ -5,11 +5,23 @@
 use std::ffi::c_void;
 use std::time::Instant;
 
-use crate::handle::sock_handle;
+use crate::handle::{sock_handle, SOCK_INVALID_HANDLE};
 use crate::status::sock_status;
 
-/// The C completion callback of an async send or receive.
-pub type CompletionFn = unsafe extern "C" fn(sock_handle, sock_status, usize, *mut c_void);
+/// The C callback of a send or receive: handle, status, bytes, user_data.
+pub type BytesFn = unsafe extern "C" fn(sock_handle, sock_status, usize, *mut c_void);
+/// The C callback of a connect or graceful shutdown: handle, status, user_data.
+pub type StatusFn = unsafe extern "C" fn(sock_handle, sock_status, *mut c_void);
+/// The C callback of an accept: listener, status, accepted handle, user_data.
+pub type AcceptFn = unsafe extern "C" fn(sock_handle, sock_status, sock_handle, *mut c_void);
+
+/// Which C callback an operation reports through.
+#[derive(Clone, Copy)]
+pub enum Notify {
+    Bytes(BytesFn),
+    Status(StatusFn),
+    Accept(AcceptFn),
+}
 
 /// A caller's `user_data`, passed back untouched on whatever thread runs
 /// the callback.
@@ -22,7 +34,7 @@ unsafe impl Send for UserData {}
 /// Who to call when an operation completes.
 #[derive(Clone, Copy)]
 pub struct Callback {
-    pub func: CompletionFn,
+    pub notify: Notify,
     pub user_data: UserData,
     /// The operation's name in trace lines.
     pub op: &'static str,
@@ -30,22 +42,52 @@ pub struct Callback {
     pub submitted: Option<Instant>,
 }
 
+/// Work a completion does on the loop's thread, with no lock held, just
+/// before its callback: an accepted connection enters the handle table
+/// there (never under a socket's queue lock). Gives the status and the
+/// accepted handle to report.
+pub type Deferred = Box<dyn FnOnce() -> (sock_status, sock_handle) + Send>;
+
 /// A completion ready to be delivered: the callback and its arguments.
 pub struct Completion {
     pub handle: sock_handle,
     pub callback: Callback,
     pub status: sock_status,
     pub bytes: usize,
+    pub deferred: Option<Deferred>,
 }
 
 impl Completion {
-    /// Traces the completion and runs its callback (on the calling thread).
+    /// A completion with no deferred work.
+    pub fn new(handle: sock_handle, callback: Callback, status: sock_status, bytes: usize) -> Self {
+        Completion {
+            handle,
+            callback,
+            status,
+            bytes,
+            deferred: None,
+        }
+    }
+
+    /// Does the deferred work, traces the completion and runs its callback
+    /// (on the calling thread).
     pub fn run(self) {
         let cb = self.callback;
-        crate::trace::completion(self.handle, cb.op, self.bytes, self.status, cb.submitted);
+        let (status, accepted) = match self.deferred {
+            Some(work) => work(),
+            None => (self.status, SOCK_INVALID_HANDLE),
+        };
+        crate::trace::completion(self.handle, cb.op, self.bytes, status, cb.submitted);
+        let ud = cb.user_data.0;
         // SAFETY: the caller gave us this function pointer for this
         // operation and promised it is callable with these arguments; a
         // completion is queued once per operation and run once, here.
-        unsafe { (cb.func)(self.handle, self.status, self.bytes, cb.user_data.0) };
+        unsafe {
+            match cb.notify {
+                Notify::Bytes(f) => f(self.handle, status, self.bytes, ud),
+                Notify::Status(f) => f(self.handle, status, ud),
+                Notify::Accept(f) => f(self.handle, status, accepted, ud),
+            }
+        }
     }
 }

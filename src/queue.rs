@@ -31,6 +31,8 @@ use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use socket2::SockAddr;
+
 use crate::completion::Callback;
 use crate::engine::Loop;
 use crate::pacing::FlushPacing;
@@ -56,6 +58,8 @@ pub struct SendOp {
     /// Segments of this operation still in `segs`.
     segs_left: usize,
     pub os_flags: libc::c_int,
+    /// The destination of a datagram sent with `sock_send_to_async`.
+    pub to: Option<Box<SockAddr>>,
     pub deadline: Option<Instant>,
     pub callback: Callback,
 }
@@ -74,16 +78,55 @@ impl SendOp {
             sent,
             segs_left: 0,
             os_flags,
+            to: None,
             deadline,
             callback,
         }
     }
 }
 
+/// Where a pending `sock_recv_from_async` writes the sender's address
+/// text: the caller's buffer, valid until the callback.
+#[derive(Clone, Copy)]
+pub struct AddressOut {
+    pub buf: *mut std::ffi::c_char,
+    pub cap: usize,
+}
+// SAFETY: the buffer is the caller's, kept valid until the operation
+// completes; only the thread holding the queue lock writes through it.
+unsafe impl Send for AddressOut {}
+
 /// A pending async receive into a caller's buffer.
 pub struct RecvOp {
     pub buf: Seg,
     pub os_flags: libc::c_int,
+    /// `sock_recv_from_async`: where the sender's address goes.
+    pub from: Option<AddressOut>,
+    pub deadline: Option<Instant>,
+    pub callback: Callback,
+}
+
+/// A pending connect: sends submitted meanwhile queue behind it.
+pub struct ConnectOp {
+    /// Addresses still to try, in order (none yet while the name is being
+    /// looked up).
+    pub addrs: VecDeque<SockAddr>,
+    /// The name lookup under way (its number, to match its answer).
+    pub lookup: Option<u64>,
+    /// The last attempt's error, reported when every address failed.
+    pub last_error: Option<sock_status>,
+    pub deadline: Option<Instant>,
+    pub callback: Callback,
+}
+
+/// A pending `sock_shutdown_async`: the sending side is shut once every
+/// send before it went.
+pub struct ShutdownOp {
+    pub callback: Callback,
+}
+
+/// A pending `sock_accept_async`.
+pub struct AcceptOp {
     pub deadline: Option<Instant>,
     pub callback: Callback,
 }
@@ -92,6 +135,18 @@ enum Entry {
     /// A blocking sender waiting for its turn (its ticket).
     Waiter(u64),
     Send(SendOp),
+    Connect(Box<ConnectOp>),
+    Shutdown(ShutdownOp),
+}
+
+impl Entry {
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Entry::Send(op) => op.deadline,
+            Entry::Connect(op) => op.deadline,
+            Entry::Waiter(_) | Entry::Shutdown(_) => None,
+        }
+    }
 }
 
 /// A socket's place among the engines.
@@ -124,12 +179,15 @@ pub struct QueueState {
     /// A blocking sender holds the turn and writes outside the lock.
     pub turn_taken: bool,
     entries: VecDeque<Entry>,
-    /// How many of `entries` are pending sends (the rest are waiters).
-    send_ops: usize,
+    /// How many of `entries` are pending operations (the rest are waiters).
+    entry_ops: usize,
     segs: VecDeque<Seg>,
     pending_send_bytes: usize,
     next_ticket: u64,
     recvs: VecDeque<RecvOp>,
+    accepts: VecDeque<AcceptOp>,
+    /// `sock_shutdown_async` was accepted: later sends fail at once.
+    pub send_shut: bool,
     /// Where this socket's async operations complete (every completion
     /// goes to the bound loop), or that `sock_close` ended them.
     pub home: Home,
@@ -160,17 +218,19 @@ impl QueueState {
         self.pending_send_bytes
     }
 
-    pub fn has_pending_sends(&self) -> bool {
-        self.send_ops > 0
-    }
-
+    /// Any operation is pending: a send, connect, shutdown, receive or accept.
     pub fn has_pending(&self) -> bool {
-        self.has_pending_sends() || !self.recvs.is_empty()
+        self.entry_ops > 0 || !self.recvs.is_empty() || !self.accepts.is_empty()
     }
 
     /// The front entry is a pending send (the engine has work).
     pub fn send_at_front(&self) -> bool {
         matches!(self.entries.front(), Some(Entry::Send(_)))
+    }
+
+    /// A blocking sender writes (holds the turn) or waits for its turn.
+    pub fn blocking_send_in_progress(&self) -> bool {
+        self.turn_taken || self.entries.iter().any(|e| matches!(e, Entry::Waiter(_)))
     }
 
     /// The front entry is a blocking sender waiting for its turn.
@@ -199,21 +259,21 @@ impl QueueState {
         }
         op.segs_left = self.segs.len() - before;
         self.pending_send_bytes += op.total - op.sent;
-        self.send_ops += 1;
+        self.entry_ops += 1;
         self.entries.push_back(Entry::Send(op));
     }
 
     /// The segments of the pending sends at the front that one system call
     /// may carry: consecutive operations with the same flags (streams), or
-    /// the first operation alone (datagrams), at most `max_segs` segments,
-    /// and no further operation once `max_bytes` are in. `None` when no
-    /// send is at the front.
+    /// the first operation alone with its destination (datagrams), at most
+    /// `max_segs` segments, and no further operation once `max_bytes` are
+    /// in. `None` when no send is at the front.
     pub fn front_batch(
         &mut self,
         datagram: bool,
         max_segs: usize,
         max_bytes: usize,
-    ) -> Option<(&[libc::iovec], libc::c_int)> {
+    ) -> Option<(&[libc::iovec], libc::c_int, Option<&SockAddr>)> {
         let Some(Entry::Send(first)) = self.entries.front() else {
             return None;
         };
@@ -234,11 +294,14 @@ impl QueueState {
             }
         }
         let count = count.min(max_segs);
+        let to = first.to.as_deref().map(|a| a as *const SockAddr);
         let segs = &self.segs.make_contiguous()[..count];
         // SAFETY: Seg is repr(transparent) over iovec, so `count` Segs are
         // `count` iovecs.
         let iov = unsafe { std::slice::from_raw_parts(segs.as_ptr().cast::<libc::iovec>(), count) };
-        Some((iov, flags))
+        // SAFETY: `to` points into the front operation's box, which stays
+        // in the queue (unmoved: boxed) while `self` is borrowed.
+        Some((iov, flags, to.map(|a| unsafe { &*a })))
     }
 
     /// Accounts `n` bytes the kernel took from the front sends, completing
@@ -267,7 +330,7 @@ impl QueueState {
                 break;
             }
             if let Some(Entry::Send(op)) = self.entries.pop_front() {
-                self.send_ops -= 1;
+                self.entry_ops -= 1;
                 sink(op.callback, SOCK_OK, op.sent);
             }
         }
@@ -291,25 +354,58 @@ impl QueueState {
             if let Some(Entry::Send(op)) = self.entries.pop_front() {
                 self.segs.drain(..op.segs_left);
                 self.pending_send_bytes -= op.total - op.sent;
-                self.send_ops -= 1;
+                self.entry_ops -= 1;
                 sink(op.callback, status, bytes.unwrap_or(op.sent));
             }
         }
     }
 
-    /// Completes every pending send with `status` and its partial count,
-    /// in submission order; blocking waiters stay queued.
-    pub fn drain_sends(&mut self, status: sock_status, sink: CompletionSink) {
+    /// Completes every pending send and shutdown with `status` (sends with
+    /// their partial counts), in submission order; a pending connect and
+    /// blocking waiters stay queued. Returns whether a send ended with
+    /// bytes that never reached the kernel.
+    pub fn drain_sends(&mut self, status: sock_status, sink: CompletionSink) -> bool {
+        let mut unsent = false;
+        let mut ended = 0;
         self.entries.retain(|entry| match entry {
             Entry::Send(op) => {
+                unsent |= op.sent < op.total;
                 sink(op.callback, status, op.sent);
+                ended += 1;
                 false
             }
-            Entry::Waiter(_) => true,
+            Entry::Shutdown(op) => {
+                sink(op.callback, status, 0);
+                ended += 1;
+                false
+            }
+            Entry::Waiter(_) | Entry::Connect(_) => true,
         });
+        self.entry_ops -= ended;
         self.segs.clear();
         self.pending_send_bytes = 0;
-        self.send_ops = 0;
+        unsent
+    }
+
+    /// Ends a pending connect with `status`; sends behind it stay.
+    pub fn drain_connect(&mut self, status: sock_status, sink: CompletionSink) {
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|e| matches!(e, Entry::Connect(_)))
+        {
+            if let Some(Entry::Connect(op)) = self.entries.remove(i) {
+                self.entry_ops -= 1;
+                sink(op.callback, status, 0);
+            }
+        }
+    }
+
+    /// Completes every pending accept with `status` (no handle).
+    pub fn drain_accepts(&mut self, status: sock_status, sink: CompletionSink) {
+        for op in self.accepts.drain(..) {
+            sink(op.callback, status, 0);
+        }
     }
 
     /// Completes every pending receive with `status` and no bytes.
@@ -320,20 +416,20 @@ impl QueueState {
     }
 
     /// Completes the operations whose deadline is at or before `now` with
-    /// `timed_out`; the rest go on. Returns the earliest deadline left.
+    /// `timed_out`; the rest go on, except that a connect that timed out
+    /// takes the sends queued behind it with it. Returns the earliest
+    /// deadline left and whether a connect timed out.
     pub fn expire(
         &mut self,
         now: Instant,
         timed_out: sock_status,
         sink: CompletionSink,
-    ) -> Option<Instant> {
+    ) -> (Option<Instant>, bool) {
         let mut seg_index = 0;
         let mut i = 0;
+        let mut connect_expired = false;
         while i < self.entries.len() {
-            let expired = match &self.entries[i] {
-                Entry::Send(op) => op.deadline.is_some_and(|d| d <= now),
-                Entry::Waiter(_) => false,
-            };
+            let expired = self.entries[i].deadline().is_some_and(|d| d <= now);
             if !expired {
                 if let Entry::Send(op) = &self.entries[i] {
                     seg_index += op.segs_left;
@@ -341,12 +437,23 @@ impl QueueState {
                 i += 1;
                 continue;
             }
-            if let Some(Entry::Send(op)) = self.entries.remove(i) {
-                self.segs.drain(seg_index..seg_index + op.segs_left);
-                self.pending_send_bytes -= op.total - op.sent;
-                self.send_ops -= 1;
-                sink(op.callback, timed_out, op.sent);
+            match self.entries.remove(i) {
+                Some(Entry::Send(op)) => {
+                    self.segs.drain(seg_index..seg_index + op.segs_left);
+                    self.pending_send_bytes -= op.total - op.sent;
+                    self.entry_ops -= 1;
+                    sink(op.callback, timed_out, op.sent);
+                }
+                Some(Entry::Connect(op)) => {
+                    self.entry_ops -= 1;
+                    sink(op.callback, timed_out, 0);
+                    connect_expired = true;
+                }
+                _ => {}
             }
+        }
+        if connect_expired {
+            self.drain_sends(timed_out, sink);
         }
         self.recvs.retain(|op| {
             let expired = op.deadline.is_some_and(|d| d <= now);
@@ -355,13 +462,80 @@ impl QueueState {
             }
             !expired
         });
-        let sends = self.entries.iter().filter_map(|e| match e {
-            Entry::Send(op) => op.deadline,
-            Entry::Waiter(_) => None,
+        self.accepts.retain(|op| {
+            let expired = op.deadline.is_some_and(|d| d <= now);
+            if expired {
+                sink(op.callback, timed_out, 0);
+            }
+            !expired
         });
-        sends
+        let next = self
+            .entries
+            .iter()
+            .filter_map(Entry::deadline)
             .chain(self.recvs.iter().filter_map(|op| op.deadline))
-            .min()
+            .chain(self.accepts.iter().filter_map(|op| op.deadline))
+            .min();
+        (next, connect_expired)
+    }
+
+    /// Queues a connect (the socket's first entry: nothing can be sent
+    /// before it).
+    pub fn push_connect(&mut self, op: ConnectOp) {
+        self.entry_ops += 1;
+        self.entries.push_back(Entry::Connect(Box::new(op)));
+    }
+
+    /// The pending connect, when it is at the front.
+    pub fn front_connect(&mut self) -> Option<&mut ConnectOp> {
+        match self.entries.front_mut() {
+            Some(Entry::Connect(op)) => Some(op),
+            _ => None,
+        }
+    }
+
+    /// Completes the connect at the front with `status`.
+    pub fn complete_connect(&mut self, status: sock_status, sink: CompletionSink) {
+        if let Some(Entry::Connect(_)) = self.entries.front() {
+            if let Some(Entry::Connect(op)) = self.entries.pop_front() {
+                self.entry_ops -= 1;
+                sink(op.callback, status, 0);
+            }
+        }
+    }
+
+    /// Queues a graceful shutdown behind every pending send.
+    pub fn push_shutdown(&mut self, op: ShutdownOp) {
+        self.entry_ops += 1;
+        self.send_shut = true;
+        self.entries.push_back(Entry::Shutdown(op));
+    }
+
+    /// A shutdown is at the front: every send before it went.
+    pub fn shutdown_at_front(&self) -> bool {
+        matches!(self.entries.front(), Some(Entry::Shutdown(_)))
+    }
+
+    /// Completes the shutdown at the front with `status`.
+    pub fn complete_shutdown(&mut self, status: sock_status, sink: CompletionSink) {
+        if let Some(Entry::Shutdown(_)) = self.entries.front() {
+            if let Some(Entry::Shutdown(op)) = self.entries.pop_front() {
+                self.entry_ops -= 1;
+                sink(op.callback, status, 0);
+            }
+        }
+    }
+
+    pub fn push_accept(&mut self, op: AcceptOp) {
+        self.accepts.push_back(op);
+    }
+
+    pub fn has_accepts(&self) -> bool {
+        !self.accepts.is_empty()
+    }
+
+    pub fn pop_accept(&mut self) -> Option<AcceptOp> {
+        self.accepts.pop_front()
     }
 
     pub fn push_recv(&mut self, op: RecvOp) {
@@ -555,7 +729,7 @@ impl OpQueue {
             // its guard forgotten), so nothing else touches the state.
             let st = unsafe { &mut *self.state.data_ptr() };
             st.turn_taken = false;
-            st.entries.retain(|e| matches!(e, Entry::Send(_)));
+            st.entries.retain(|e| !matches!(e, Entry::Waiter(_)));
         }
         // SAFETY: `lock_for_fork` took the lock in this thread (the child's
         // only thread is the one that forked) and forgot its guard.
@@ -591,7 +765,7 @@ mod tests {
     /// A callback record whose user_data carries an operation number.
     fn cb(id: usize) -> Callback {
         Callback {
-            func: never,
+            notify: crate::completion::Notify::Bytes(never),
             user_data: UserData(id as *mut c_void),
             op: "test",
             submitted: None,
@@ -619,7 +793,7 @@ mod tests {
         q.push_send(SendOp::new(0, 0, 0, None, cb(2)), &[]);
         q.push_send(SendOp::new(7, 3, 0, None, cb(3)), &[iov(&c)]);
         assert_eq!(q.pending_send_bytes(), 15 + 4);
-        let (batch, _) = q.front_batch(false, IOV_MAX_FOR_TEST, usize::MAX).unwrap();
+        let (batch, _, _) = q.front_batch(false, IOV_MAX_FOR_TEST, usize::MAX).unwrap();
         assert_eq!(batch.len(), 3);
         assert_eq!(batch[2].iov_len, 4, "the 3 bytes sent inline are skipped");
         let mut log = Log::new();
@@ -671,10 +845,10 @@ mod tests {
         q.push_send(SendOp::new(4, 0, 0, past, cb(2)), &[iov(&b)]);
         q.push_send(SendOp::new(4, 0, 0, None, cb(3)), &[iov(&c)]);
         let mut log = Log::new();
-        let next = q.expire(now, SOCK_TIMED_OUT, &mut record(&mut log));
+        let (next, _) = q.expire(now, SOCK_TIMED_OUT, &mut record(&mut log));
         assert_eq!(log, vec![(2, SOCK_TIMED_OUT, 0)]);
         assert_eq!(next, later);
-        let (batch, _) = q.front_batch(false, IOV_MAX_FOR_TEST, usize::MAX).unwrap();
+        let (batch, _, _) = q.front_batch(false, IOV_MAX_FOR_TEST, usize::MAX).unwrap();
         // Operation 1's remaining 3 bytes, then operation 3's: b is gone.
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[1].iov_base as *const u8, c.as_ptr());

@@ -151,7 +151,7 @@ impl Socket {
         }
     }
 
-    fn set_state(&self, state: State) {
+    pub(crate) fn set_state(&self, state: State) {
         self.state.store(state as u8, Ordering::Release);
     }
 
@@ -248,6 +248,66 @@ impl Socket {
         self.os.listen(backlog)?;
         self.set_state(State::Listening);
         Ok(())
+    }
+
+    /// One accept that never waits (`EINTR` and a connection aborted
+    /// before it was accepted are retried): `EAGAIN` comes back as an error
+    /// with that errno. The new socket is close-on-exec, in blocking mode
+    /// with default options, as `sock_accept` makes it.
+    pub(crate) fn accept_now(&self) -> Result<Socket> {
+        loop {
+            // SAFETY: a plain accept4 on our descriptor; NULL address
+            // pointers are allowed and ask for no peer address.
+            let fd = unsafe {
+                libc::accept4(
+                    self.fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                let os = unsafe { socket2::Socket::from_raw_fd(fd) };
+                return Ok(Socket::from_os(
+                    os,
+                    self.family,
+                    self.kind,
+                    State::Connected,
+                ));
+            }
+            let err = Error::last_os_error();
+            match err.errno {
+                libc::EINTR | libc::ECONNABORTED => continue,
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Ends the connection abortively: the peer gets a reset (RST), not an
+    /// end of stream, and threads blocked on the socket wake up. For a
+    /// close that discards data the peer would otherwise take for a
+    /// complete stream.
+    pub(crate) fn reset(&self) {
+        let _ = self.os.set_linger(Some(Duration::ZERO));
+        self.disconnect();
+    }
+
+    /// Dissolves the socket's association (an attempt to connect that is
+    /// given up, or `reset`), so it may connect again.
+    pub(crate) fn disconnect(&self) {
+        // SAFETY: an all-zero sockaddr with family AF_UNSPEC; connect(2)
+        // with it dissolves the association (TCP: sends a reset).
+        unsafe {
+            let mut addr: libc::sockaddr = std::mem::zeroed();
+            addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+            libc::connect(
+                self.fd(),
+                &addr,
+                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            );
+        }
+        self.set_state(State::Fresh);
     }
 
     /// Accepts one connection; waits per the blocking mode and the receive timeout.
@@ -367,11 +427,17 @@ impl Socket {
     /// wakes every thread blocked on it, so each returns
     /// `SOCK_OPERATION_ABORTED`. `in_use` says whether other threads hold
     /// it; if not, dropping the last reference simply closes the descriptor.
+    /// A blocking send still in progress will not finish: its stream is
+    /// reset rather than ended, so the peer cannot take it for complete.
     pub fn close(&self, in_use: bool) {
         self.closed.store(true, Ordering::Release);
         if in_use {
             // Wakes threads in poll/send/recv/accept on this descriptor;
             // the descriptor itself is closed when the last user lets go.
+            let sending = self.queue.lock().blocking_send_in_progress();
+            if sending && self.kind == Kind::Stream {
+                self.reset();
+            }
             let _ = self.os.shutdown(std::net::Shutdown::Both);
             self.queue.wake_all();
         }

@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 
 use crate::asyncio;
-use crate::completion::{Callback, UserData};
+use crate::completion::{Callback, Notify, UserData};
 use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
 use crate::handle::sock_handle;
 use crate::panic::ffi_boundary;
@@ -66,7 +66,7 @@ fn submit_send(
         // reference to the socket taken (see `asyncio::submit`).
         (Some(func), Ok(os_flags)) => {
             let callback = Callback {
-                func,
+                notify: Notify::Bytes(func),
                 user_data: UserData(user_data),
                 op,
                 submitted: trace::now_if_enabled(),
@@ -250,13 +250,14 @@ pub extern "C" fn sock_recv_async(
             return SOCK_INVALID_ARGUMENT;
         }
         let callback = Callback {
-            func,
+            notify: Notify::Bytes(func),
             user_data: UserData(user_data),
             op: "recv_async",
             submitted: trace::now_if_enabled(),
         };
-        let (status, n) =
-            asyncio::submit(h, |sock| asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, callback));
+        let (status, n) = asyncio::submit(h, |sock| {
+            asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, None, callback)
+        });
         trace::op(h, "recv_async", n, status);
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(received_now, n) };

@@ -8,12 +8,14 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod asyncio;
+mod connection;
 mod engine;
 mod info;
 mod io;
 mod socket;
 
 pub use asyncio::*;
+pub use connection::*;
 pub use engine::*;
 pub use info::*;
 pub use io::*;
