@@ -833,6 +833,31 @@ static void cells_engine(void) {
   CELL("state", SOCK_INVALID_ARGUMENT, sock_engine_poll, W.thr, -1, NULL);
   CELL("state", SOCK_INVALID_ARGUMENT, sock_engine_fd, W.thr, &fd);
 
+  ctx("queue engine");
+  CELL("null:out", SOCK_FAULT, sock_engine_new_queue, NULL);
+  sock_engine *q = NULL;
+  CELL("call", SOCK_OK, sock_engine_new_queue, &q);
+  sock_completion entries[4];
+  CELL("null:e", SOCK_FAULT, sock_engine_dequeue, NULL, entries, 4, 0, &n);
+  n = UNWRITTEN;
+  CELL("null:out", SOCK_FAULT, sock_engine_dequeue, q, NULL, 4, 0, &n);
+  ASSERT_UEQ(n, 0);
+  CELL("null:out", SOCK_OK, sock_engine_dequeue, q, NULL, 0, 0, &n); /* max 0: nothing to write */
+  CELL("null:count", SOCK_OK, sock_engine_dequeue, q, entries, 4, 0, NULL);
+  CELL("len:max", SOCK_INVALID_ARGUMENT, sock_engine_dequeue, q, entries, SIZE_MAX, 0, &n);
+  CELL("enum:timeout_ms", SOCK_INVALID_ARGUMENT, sock_engine_dequeue, q, entries, 4, -2, &n);
+  CELL("enum:timeout_ms", SOCK_INVALID_ARGUMENT, sock_engine_dequeue, q, entries, 4, INT32_MIN,
+       &n);
+  CELL("state", SOCK_INVALID_ARGUMENT, sock_engine_dequeue, W.man, entries, 4, 0, &n);
+  CELL("state", SOCK_INVALID_ARGUMENT, sock_engine_dequeue, W.thr, entries, 4, 0, &n);
+  CELL("state", SOCK_INVALID_ARGUMENT, sock_engine_poll, q, 0, &n);
+  CELL("dead:e", SOCK_INVALID_ARGUMENT, sock_engine_dequeue, bogus, entries, 4, 0, &n);
+  ASSERT_OK(sock_engine_free(q));
+  /* freed with nothing queued: gone at once */
+  CELL("dead:e", SOCK_INVALID_ARGUMENT, sock_engine_dequeue, q, entries, 4, 0, &n);
+  /* the default engine stopped and started again on next use */
+  CELL_TRUE("call", sock_cleanup, sock_cleanup() == SOCK_OK);
+
   ctx("never-issued engine pointer");
   CELL("dead:e", SOCK_INVALID_ARGUMENT, sock_engine_free, bogus);
   CELL("dead:e", SOCK_INVALID_ARGUMENT, sock_engine_poll, bogus, 0, &n);

@@ -35,6 +35,42 @@
 #define SOCK_VERSION_PATCH 0
 
 /*
+ `sock_completion.operation`: `sock_send_async` or `sock_sendv_async`.
+ */
+#define SOCK_OP_SEND 1
+
+/*
+ `sock_completion.operation`: `sock_recv_async`.
+ */
+#define SOCK_OP_RECV 2
+
+/*
+ `sock_completion.operation`: `sock_connect_async`.
+ */
+#define SOCK_OP_CONNECT 3
+
+/*
+ `sock_completion.operation`: `sock_accept_async` (`accepted` holds the
+ new handle).
+ */
+#define SOCK_OP_ACCEPT 4
+
+/*
+ `sock_completion.operation`: `sock_shutdown_async`.
+ */
+#define SOCK_OP_SHUTDOWN 5
+
+/*
+ `sock_completion.operation`: `sock_send_to_async`.
+ */
+#define SOCK_OP_SEND_TO 6
+
+/*
+ `sock_completion.operation`: `sock_recv_from_async`.
+ */
+#define SOCK_OP_RECV_FROM 7
+
+/*
  Most threads `sock_engine_new` accepts.
  */
 #define SOCK_ENGINE_MAX_THREADS 256
@@ -250,6 +286,37 @@ typedef void (*sock_accept_callback)(sock_handle listener,
                                      sock_status status,
                                      sock_handle accepted,
                                      void *user_data);
+
+/*
+ One finished operation, as `sock_engine_dequeue` hands it out.
+ */
+typedef struct sock_completion {
+  /*
+   The socket the operation was submitted on (the listener for accepts).
+   */
+  sock_handle handle;
+  /*
+   What it was: SOCK_OP_SEND, SOCK_OP_RECV, ...
+   */
+  int32_t operation;
+  /*
+   Its final status, as a callback would get it.
+   */
+  sock_status status;
+  /*
+   Bytes sent or received (0 for connect, accept, shutdown).
+   */
+  size_t bytes;
+  /*
+   The new connection of an accept (owned by the program from now on);
+   SOCK_INVALID_HANDLE otherwise.
+   */
+  sock_handle accepted;
+  /*
+   The `user_data` the operation was submitted with, untouched.
+   */
+  void *user_data;
+} sock_completion;
 
 /*
  Receives one NUL-terminated trace line per operation (valid only during
@@ -749,10 +816,13 @@ sock_status sock_engine_free(struct sock_engine *e);
 sock_status sock_engine_poll(struct sock_engine *e, int32_t timeout_ms, size_t *completed);
 
 /*
- The descriptor of a manual engine, for the program's own
- epoll/poll/select loop: it is readable whenever `sock_engine_poll` has
- work. Owned by the engine: do not close it or read from it.
- Errors: SOCK_FAULT, SOCK_INVALID_ARGUMENT (not a live manual engine).
+ The descriptor of a manual or queue engine, for the program's own
+ epoll/poll/select loop: a manual engine's is readable whenever
+ `sock_engine_poll` has work; a queue engine's exactly while entries wait
+ for `sock_engine_dequeue`. Owned by the engine: do not close it or read
+ from it.
+ Errors: SOCK_FAULT, SOCK_INVALID_ARGUMENT (not a live manual or queue
+ engine).
  */
 sock_status sock_engine_fd(struct sock_engine *e, int32_t *fd);
 
@@ -767,6 +837,66 @@ sock_status sock_engine_fd(struct sock_engine *e, int32_t *fd);
  engine of the parent), OS errors.
  */
 sock_status sock_attach(sock_handle h, struct sock_engine *e);
+
+/*
+ Creates a queue engine: completions of its sockets' operations are not
+ reported by callbacks but queued as entries for the program to take
+ with `sock_engine_dequeue` (as on a Windows completion port). The
+ engine's one I/O thread moves operations on and queues entries; no
+ thread of the library ever calls into the program for it. Every rule of
+ async operations holds with "callback" read as "entry": exactly one per
+ operation that returned SOCK_IO_PENDING, one socket's entries in
+ submission order, and close, cancel, deadlines and engine free produce
+ entries. Attach sockets with `sock_attach`; their async calls then take
+ a NULL callback (a non-NULL one is never called: the entry is queued
+ all the same). `sock_engine_fd` is readable while entries wait.
+ `*out` receives the engine (NULL on error).
+ Errors: SOCK_FAULT (`out` NULL), OS errors.
+ */
+sock_status sock_engine_new_queue(struct sock_engine **out);
+
+/*
+ Takes up to `max` completion entries of queue engine `e` into `out`
+ (oldest first), waiting up to `timeout_ms` (0: not at all; -1: until one
+ arrives) while there are none. `*count` (if not NULL) receives how many
+ were written; 0 with SOCK_OK means the wait timed out. Any number of
+ threads may dequeue at once (each entry goes to one of them; a program
+ that handles one socket's entries on several threads orders them
+ itself). An accept's entry carries the new handle, which the program
+ owns from then on.
+
+ After `sock_engine_free(e)` the entries of the operations it ended can
+ still be taken: `e` stays valid for this call until none is left, and
+ then (and for a thread that was waiting) the call returns
+ SOCK_OPERATION_ABORTED with `*count` 0; after that `e` is invalid.
+ Errors: SOCK_FAULT (`e` NULL, `out` NULL with `max` > 0),
+ SOCK_INVALID_ARGUMENT (not a queue engine, `timeout_ms` < -1, `max` too
+ large), SOCK_OPERATION_ABORTED (the engine was freed and is drained),
+ SOCK_OPERATION_NOT_SUPPORTED (an engine of the parent of this fork child).
+ */
+sock_status sock_engine_dequeue(struct sock_engine *e,
+                                struct sock_completion *out,
+                                size_t max,
+                                int32_t timeout_ms,
+                                size_t *count);
+
+/*
+ The `WSACleanup` of libsock: stops the default engine. Every operation
+ pending on it completes with SOCK_OPERATION_ABORTED (each callback once,
+ on the engine's thread, as on close), then its thread is joined and its
+ descriptors closed; the call returns when no thread of the library
+ remains but those of engines the program made (host-name lookups under
+ way are waited for). No callback of the default engine starts after it
+ returned. The library stays usable: the default engine starts again on
+ next use, and sockets that were bound to it bind to the new one.
+ Engines made with `sock_engine_new` / `sock_engine_new_queue` are the
+ program's and are left alone: free them with `sock_engine_free`.
+ Call it before a runtime with its own threads (Mono, the JVM, Node)
+ exits, if a callback of the default engine ever ran.
+ Errors: SOCK_ALREADY_IN_PROGRESS (called from a callback, or from inside
+ `sock_engine_poll`: the engine thread cannot join itself).
+ */
+sock_status sock_cleanup(void);
 
 /*
  The library's version, "MAJOR.MINOR.PATCH" (equal to the

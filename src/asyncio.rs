@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::address::{self, Target};
-use crate::completion::{BytesFn, Callback, Completion, Notify, UserData};
-use crate::engine::{Engine, Handler, Loop};
+use crate::completion::{BytesFn, Callback, Completion, Notify, UserData, SOCK_OP_SEND};
+use crate::engine::{self, Engine, Handler, Loop};
 use crate::fork;
 use crate::handle::sock_handle;
 use crate::io;
@@ -35,14 +35,13 @@ use crate::queue::{
 };
 use crate::socket::{Kind, Socket, State};
 use crate::status::{
-    report, sock_status, Error, Result, SOCK_ALREADY_IN_PROGRESS, SOCK_HOST_NOT_FOUND,
+    report, sock_status, Error, Result, SOCK_ALREADY_IN_PROGRESS, SOCK_FAULT, SOCK_HOST_NOT_FOUND,
     SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_IS_CONNECTED, SOCK_MESSAGE_SIZE,
     SOCK_NOT_CONNECTED, SOCK_NOT_SOCKET, SOCK_NO_BUFFER_SPACE, SOCK_OK, SOCK_OPERATION_ABORTED,
     SOCK_OPERATION_NOT_SUPPORTED, SOCK_SHUTDOWN, SOCK_TIMED_OUT,
 };
 use crate::sys::{self, IOV_MAX};
 use crate::table;
-use crate::trace;
 
 /// Internal status of a submission that needs the default engine while it
 /// is not running: nothing was done, and `submit` starts the engine outside
@@ -146,9 +145,23 @@ pub fn default_engine() -> Result<Arc<Engine>> {
         Some(e) => std::mem::forget(e),
         None => {}
     }
-    let engine = Engine::new(1, &HANDLER)?;
+    let engine = Engine::new(engine::Kind::Default, 1, &HANDLER)?;
     *slot = Some(engine.clone());
     Ok(engine)
+}
+
+/// `sock_cleanup`: stops the default engine (its pending operations end
+/// with SOCK_OPERATION_ABORTED, its thread is joined) and waits for the
+/// name lookups under way. Its sockets bind to the next default engine.
+pub fn cleanup() {
+    let engine = DEFAULT.lock().take();
+    match engine {
+        Some(e) if e.in_this_process() => e.shut_down(),
+        // A fork child never touches its parent's engine.
+        Some(e) => std::mem::forget(e),
+        None => {}
+    }
+    resolver::wait_idle();
 }
 
 // ---- submission --------------------------------------------------------
@@ -189,7 +202,9 @@ fn check_open(q: &QueueState) -> Result<()> {
     match &q.home {
         Home::Closed => Err(Error::new(SOCK_NOT_SOCKET)),
         Home::Bound(lp) if !lp.in_this_process() => Err(Error::new(SOCK_OPERATION_NOT_SUPPORTED)),
-        Home::Bound(lp) if lp.is_stopped() => Err(Error::new(SOCK_OPERATION_ABORTED)),
+        Home::Bound(lp) if lp.is_stopped() && !lp.rebinds() => {
+            Err(Error::new(SOCK_OPERATION_ABORTED))
+        }
         _ => Ok(()),
     }
 }
@@ -203,7 +218,14 @@ fn check_open(q: &QueueState) -> Result<()> {
 fn home_loop(q: &mut QueueState, h: sock_handle, may_start: bool) -> Result<Arc<Loop>> {
     check_open(q)?;
     if let Home::Bound(lp) = &q.home {
-        return Ok(lp.clone());
+        if !lp.is_stopped() {
+            return Ok(lp.clone());
+        }
+        // The default engine was stopped (`sock_cleanup`): its loop ended
+        // this socket's operations and closed its descriptors; bind anew.
+        q.registered = false;
+        q.timer_at = None;
+        q.home = Home::Unbound;
     }
     let engine = match default_engine_running() {
         Some(engine) => engine,
@@ -290,6 +312,17 @@ pub struct SendRequest<'a> {
     pub callback: Callback,
 }
 
+/// A NULL callback is for queue engines only: on any other engine (and on
+/// a socket not bound yet, which binds to the default engine) it is
+/// SOCK_FAULT, before anything is done. On a queue engine a callback, if
+/// given, is never called: the completion becomes an entry.
+fn check_notify(q: &QueueState, callback: &Callback) -> Result<()> {
+    if matches!(callback.notify, Notify::None) && !q.home.bound().is_some_and(|lp| lp.is_queue()) {
+        return Err(Error::new(SOCK_FAULT));
+    }
+    Ok(())
+}
+
 /// Sends are refused at once after `sock_shutdown_async` was accepted.
 fn check_send_open(q: &QueueState) -> Result<()> {
     if q.send_shut {
@@ -316,6 +349,7 @@ pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_
         return (report(e), 0);
     }
     let bound = io::first_send(sock, req.iov, None, req.os_flags, |q| {
+        check_notify(q, &req.callback)?;
         check_send_open(q)?;
         bind_if_no_inline(q, sock, h)
     });
@@ -355,12 +389,12 @@ pub fn send_async_one(
                 iov: one,
                 total: len,
                 os_flags: sys::SEND_FLAGS_NONE,
-                callback: Callback {
-                    notify: Notify::Bytes(func),
-                    user_data,
-                    op: "send_async",
-                    submitted: trace::now_if_enabled(),
-                },
+                callback: Callback::new(
+                    Notify::Bytes(func),
+                    SOCK_OP_SEND,
+                    user_data.0,
+                    "send_async",
+                ),
             };
             match after_first_try(q, sock, h, req, Some(first)) {
                 (NEEDS_DEFAULT_ENGINE, _) => None,
@@ -459,7 +493,7 @@ pub fn recv_async(
     callback: Callback,
 ) -> (sock_status, usize) {
     let mut q = sock.queue.lock();
-    if let Err(e) = bind_if_no_inline(&mut q, sock, h) {
+    if let Err(e) = check_notify(&q, &callback).and_then(|()| bind_if_no_inline(&mut q, sock, h)) {
         return (report(e), 0);
     }
     if !q.has_recvs() {
@@ -794,7 +828,7 @@ pub fn connect_async(
     callback: Callback,
 ) -> (sock_status, usize) {
     let mut q = sock.queue.lock();
-    if let Err(e) = check_open(&q) {
+    if let Err(e) = check_open(&q).and_then(|()| check_notify(&q, &callback)) {
         return (report(e), 0);
     }
     match sock.state() {
@@ -913,6 +947,13 @@ pub(crate) mod resolver {
         }
         Ok(())
     }
+
+    /// Waits until no lookup is under way.
+    pub fn wait_idle() {
+        while RUNNING.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 // ---- graceful end ----------------------------------------------------------
@@ -922,7 +963,10 @@ pub(crate) mod resolver {
 /// with SOCK_SHUTDOWN at once.
 pub fn shutdown_async(sock: &Socket, h: sock_handle, callback: Callback) -> (sock_status, usize) {
     let mut q = sock.queue.lock();
-    if let Err(e) = check_open(&q).and_then(|()| bind_if_no_inline(&mut q, sock, h)) {
+    if let Err(e) = check_open(&q)
+        .and_then(|()| check_notify(&q, &callback))
+        .and_then(|()| bind_if_no_inline(&mut q, sock, h))
+    {
         return (report(e), 0);
     }
     if !matches!(sock.state(), State::Connected | State::Connecting) {
@@ -973,7 +1017,10 @@ pub fn accept_async(
     callback: Callback,
 ) -> (sock_status, sock_handle) {
     let mut q = sock.queue.lock();
-    if let Err(e) = check_open(&q).and_then(|()| bind_if_no_inline(&mut q, sock, h)) {
+    if let Err(e) = check_open(&q)
+        .and_then(|()| check_notify(&q, &callback))
+        .and_then(|()| bind_if_no_inline(&mut q, sock, h))
+    {
         return (report(e), 0);
     }
     if sock.kind != Kind::Stream || sock.state() != State::Listening {
@@ -1064,6 +1111,7 @@ pub fn send_to_async(
         return (report(e), 0);
     }
     let bound = io::first_send(sock, req.iov, Some(to), req.os_flags, |q| {
+        check_notify(q, &req.callback)?;
         check_send_open(q)?;
         bind_if_no_inline(q, sock, h)
     });

@@ -32,6 +32,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::completion::Completion;
 use crate::fork;
+use crate::port::Port;
 use crate::status::{
     Error, Result, SOCK_ALREADY_IN_PROGRESS, SOCK_INVALID_ARGUMENT, SOCK_OPERATION_ABORTED,
 };
@@ -44,6 +45,11 @@ const TIMER: Token = Token(1);
 const MAX_CALLBACKS_PER_RUN: usize = 65_536;
 /// Most threads `sock_engine_new` accepts.
 pub const SOCK_ENGINE_MAX_THREADS: u32 = 256;
+
+/// This thread runs a loop now (inside a callback, or a loop's thread).
+pub fn on_a_loop() -> bool {
+    CURRENT_LOOP.with(|c| !c.get().is_null())
+}
 
 /// What a loop calls for the things it serves; it never names them.
 pub trait Handler: Sync {
@@ -97,6 +103,12 @@ struct LoopState {
 /// One event loop.
 pub struct Loop {
     handler: &'static dyn Handler,
+    /// A queue engine's port: completions go there instead of running
+    /// their callbacks.
+    port: Option<Arc<Port>>,
+    /// The default engine's: a socket bound to it when it is stopped
+    /// (`sock_cleanup`) binds to the next default engine instead of failing.
+    rebinds: bool,
     poller: Mutex<Poller>,
     state: Mutex<LoopState>,
     /// The engine was freed: no new operation may start here.
@@ -112,7 +124,11 @@ pub struct Loop {
 }
 
 impl Loop {
-    fn new(handler: &'static dyn Handler) -> Result<Arc<Loop>> {
+    fn new(
+        handler: &'static dyn Handler,
+        port: Option<Arc<Port>>,
+        rebinds: bool,
+    ) -> Result<Arc<Loop>> {
         fork::watch();
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
@@ -133,6 +149,8 @@ impl Loop {
         let epoll_fd = poll.as_raw_fd();
         Ok(Arc::new(Loop {
             handler,
+            port,
+            rebinds,
             poller: Mutex::new(Poller {
                 poll: Some(poll),
                 events: Events::with_capacity(1024),
@@ -165,6 +183,17 @@ impl Loop {
     /// The engine this loop belongs to was freed.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Completions go to a port (a queue engine), not to callbacks.
+    pub fn is_queue(&self) -> bool {
+        self.port.is_some()
+    }
+
+    /// A socket bound to this loop once it stopped binds anew (the default
+    /// engine after `sock_cleanup`).
+    pub fn rebinds(&self) -> bool {
+        self.rebinds
     }
 
     /// This thread is running this loop (a callback or an event of it).
@@ -406,7 +435,10 @@ impl Loop {
                 std::mem::replace(&mut st.completions, spare)
             };
             for c in batch.drain(..) {
-                c.run();
+                match &self.port {
+                    Some(port) => port.deliver(c),
+                    None => c.run(),
+                }
                 ran += 1;
             }
             let mut st = self.state();
@@ -444,29 +476,53 @@ impl Loop {
     }
 }
 
+/// What kind of engine: who runs its loops, and where completions go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Loops on threads of their own; callbacks run there.
+    Threaded,
+    /// One loop, run by `sock_engine_poll`; callbacks run there.
+    Manual,
+    /// One loop on a thread of its own; completions go to a port.
+    Queue,
+    /// The default engine: as `Threaded`, and its sockets bind anew after
+    /// it was stopped.
+    Default,
+}
+
 /// An engine: its loops and, for a threaded one, their threads.
 pub struct Engine {
     loops: Vec<Arc<Loop>>,
     next: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
     manual: bool,
+    port: Option<Arc<Port>>,
 }
 
 impl Engine {
-    /// `threads == 0`: a manual engine; else that many loops and threads.
-    pub fn new(threads: u32, handler: &'static dyn Handler) -> Result<Arc<Engine>> {
+    /// `threads` loops on as many threads (a manual engine: one loop, no
+    /// thread; a queue engine: one loop and thread).
+    pub fn new(kind: Kind, threads: u32, handler: &'static dyn Handler) -> Result<Arc<Engine>> {
         if threads > SOCK_ENGINE_MAX_THREADS {
             return Err(Error::new(SOCK_INVALID_ARGUMENT));
         }
-        let count = threads.max(1) as usize;
+        let count = match kind {
+            Kind::Threaded | Kind::Default => threads.max(1) as usize,
+            Kind::Manual | Kind::Queue => 1,
+        };
+        let port = match kind {
+            Kind::Queue => Some(Arc::new(Port::new()?)),
+            _ => None,
+        };
         let loops = (0..count)
-            .map(|_| Loop::new(handler))
+            .map(|_| Loop::new(handler, port.clone(), kind == Kind::Default))
             .collect::<Result<Vec<_>>>()?;
         let engine = Arc::new(Engine {
             loops,
             next: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
-            manual: threads == 0,
+            manual: kind == Kind::Manual,
+            port,
         });
         if !engine.manual {
             let mut handles = sync::lock(&engine.threads);
@@ -493,10 +549,20 @@ impl Engine {
         self.loops.iter().all(|lp| lp.in_this_process())
     }
 
+    /// The engine was freed.
+    pub fn is_stopped(&self) -> bool {
+        self.loops.iter().any(|lp| lp.is_stopped())
+    }
+
     /// The loop a newly attached socket goes to (round robin).
     pub fn pick_loop(&self) -> Arc<Loop> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len();
         self.loops[i].clone()
+    }
+
+    /// A queue engine's port.
+    pub fn port(&self) -> Option<&Arc<Port>> {
+        self.port.as_ref()
     }
 
     /// The manual engine's one loop.
@@ -567,6 +633,11 @@ impl Engine {
             if t.thread().id() != me {
                 let _ = t.join();
             }
+        }
+        if let Some(port) = &self.port {
+            // Threads waiting in `sock_engine_dequeue` look again: the
+            // aborted operations' entries are there now.
+            port.wake_all();
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod handle;
 pub(crate) mod io;
 pub(crate) mod options;
 pub(crate) mod pacing;
+pub(crate) mod port;
 pub mod queue;
 pub(crate) mod socket;
 pub mod status;

@@ -766,6 +766,7 @@ mod tests {
     fn cb(id: usize) -> Callback {
         Callback {
             notify: crate::completion::Notify::Bytes(never),
+            kind: crate::completion::SOCK_OP_SEND,
             user_data: UserData(id as *mut c_void),
             op: "test",
             submitted: None,

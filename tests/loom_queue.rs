@@ -21,7 +21,7 @@ use loom::sync::atomic::{AtomicBool as LoomBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-use sock::completion::{Callback, UserData};
+use sock::completion::{Callback, Notify, UserData, SOCK_OP_SEND};
 use sock::handle::sock_handle;
 use sock::queue::{Home, OpQueue, RecvOp, Seg, SendOp};
 use sock::status::{sock_status, SOCK_OK, SOCK_OPERATION_ABORTED};
@@ -43,7 +43,8 @@ unsafe extern "C" fn unused(_: sock_handle, _: sock_status, _: usize, _: *mut c_
 
 fn callback(id: usize) -> Callback {
     Callback {
-        func: unused,
+        notify: Notify::Bytes(unused),
+        kind: SOCK_OP_SEND,
         user_data: UserData(id as *mut c_void),
         op: "model",
         submitted: None,

@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 
 use crate::asyncio;
-use crate::completion::{Callback, Notify, UserData};
+use crate::completion::{Callback, Notify, UserData, SOCK_OP_RECV, SOCK_OP_SEND};
 use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
 use crate::handle::sock_handle;
 use crate::panic::ffi_boundary;
@@ -59,18 +59,14 @@ fn submit_send(
     user_data: *mut c_void,
     sent_now: *mut usize,
 ) -> sock_status {
-    let (status, sent) = match (on_done, sys::send_flags(flags)) {
-        (None, _) => (SOCK_FAULT, 0),
-        (_, Err(e)) => (report(e), 0),
+    let (status, sent) = match sys::send_flags(flags) {
+        Err(e) => (report(e), 0),
         // Submission runs under the handle table's read lock, with no
-        // reference to the socket taken (see `asyncio::submit`).
-        (Some(func), Ok(os_flags)) => {
-            let callback = Callback {
-                notify: Notify::Bytes(func),
-                user_data: UserData(user_data),
-                op,
-                submitted: trace::now_if_enabled(),
-            };
+        // reference to the socket taken (see `asyncio::submit`). A NULL
+        // `on_done` is for queue engines only (checked under the lock).
+        Ok(os_flags) => {
+            let notify = on_done.map_or(Notify::None, Notify::Bytes);
+            let callback = Callback::new(notify, SOCK_OP_SEND, user_data, op);
             asyncio::submit(h, |sock| {
                 let req = asyncio::SendRequest {
                     iov,
@@ -236,7 +232,6 @@ pub extern "C" fn sock_recv_async(
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(received_now, 0) };
         try_non_null!(buf);
-        let Some(func) = on_done else { return SOCK_FAULT };
         if cap > MAX_LEN {
             return SOCK_INVALID_ARGUMENT;
         }
@@ -249,12 +244,8 @@ pub extern "C" fn sock_recv_async(
             // bytes, which means end of stream.
             return SOCK_INVALID_ARGUMENT;
         }
-        let callback = Callback {
-            notify: Notify::Bytes(func),
-            user_data: UserData(user_data),
-            op: "recv_async",
-            submitted: trace::now_if_enabled(),
-        };
+        let notify = on_done.map_or(Notify::None, Notify::Bytes);
+        let callback = Callback::new(notify, SOCK_OP_RECV, user_data, "recv_async");
         let (status, n) = asyncio::submit(h, |sock| {
             asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, None, callback)
         });

@@ -8,7 +8,10 @@ use std::ffi::{c_char, c_void};
 
 use crate::address;
 use crate::asyncio;
-use crate::completion::{Callback, Notify, UserData};
+use crate::completion::{
+    Callback, Notify, SOCK_OP_ACCEPT, SOCK_OP_CONNECT, SOCK_OP_RECV_FROM, SOCK_OP_SEND_TO,
+    SOCK_OP_SHUTDOWN,
+};
 use crate::ffi::{c_str, try_non_null, write_opt, MAX_LEN};
 use crate::handle::{sock_handle, SOCK_INVALID_HANDLE};
 use crate::panic::ffi_boundary;
@@ -46,15 +49,6 @@ pub type sock_accept_callback = Option<
     ),
 >;
 
-fn callback(notify: Notify, user_data: *mut c_void, op: &'static str) -> Callback {
-    Callback {
-        notify,
-        user_data: UserData(user_data),
-        op,
-        submitted: trace::now_if_enabled(),
-    }
-}
-
 /// Connects `h` to `address` (text as for `sock_connect`) without blocking
 /// the caller. A host name is looked up on a library thread (never the
 /// caller's or an engine's); every resolved address of the socket's family
@@ -83,7 +77,6 @@ pub extern "C" fn sock_connect_async(
 ) -> sock_status {
     ffi_boundary! {
         try_non_null!(address);
-        let Some(func) = on_done else { return SOCK_FAULT };
         let Some(family) = table::with(h, |sock| sock.family) else {
             return SOCK_NOT_SOCKET;
         };
@@ -92,7 +85,8 @@ pub extern "C" fn sock_connect_async(
             Ok(t) => t,
             Err(e) => return report(e),
         };
-        let cb = callback(Notify::Status(func), user_data, "connect_async");
+        let notify = on_done.map_or(Notify::None, Notify::Status);
+        let cb = Callback::new(notify, SOCK_OP_CONNECT, user_data, "connect_async");
         let (status, _) = asyncio::submit(h, |sock| asyncio::connect_async(sock, h, &target, cb));
         trace::op(h, "connect_async", 0, status);
         status
@@ -128,8 +122,8 @@ pub extern "C" fn sock_accept_async(
         try_non_null!(accepted_now);
         // SAFETY: checked non-NULL; C promises it points to a sock_handle.
         unsafe { accepted_now.write(SOCK_INVALID_HANDLE) };
-        let Some(func) = on_done else { return SOCK_FAULT };
-        let cb = callback(Notify::Accept(func), user_data, "accept_async");
+        let notify = on_done.map_or(Notify::None, Notify::Accept);
+        let cb = Callback::new(notify, SOCK_OP_ACCEPT, user_data, "accept_async");
         // Not under the table's lock: an accepted socket enters the table.
         let mut outcome = (SOCK_NOT_SOCKET, SOCK_INVALID_HANDLE);
         for _ in 0..3 {
@@ -170,8 +164,8 @@ pub extern "C" fn sock_shutdown_async(
     user_data: *mut c_void,
 ) -> sock_status {
     ffi_boundary! {
-        let Some(func) = on_done else { return SOCK_FAULT };
-        let cb = callback(Notify::Status(func), user_data, "shutdown_async");
+        let notify = on_done.map_or(Notify::None, Notify::Status);
+        let cb = Callback::new(notify, SOCK_OP_SHUTDOWN, user_data, "shutdown_async");
         let (status, _) = asyncio::submit(h, |sock| asyncio::shutdown_async(sock, h, cb));
         trace::op(h, "shutdown_async", 0, status);
         status
@@ -204,7 +198,6 @@ pub extern "C" fn sock_send_to_async(
         if buf.is_null() || address.is_null() {
             return SOCK_FAULT;
         }
-        let Some(func) = on_done else { return SOCK_FAULT };
         if len > MAX_LEN {
             return SOCK_INVALID_ARGUMENT;
         }
@@ -222,7 +215,8 @@ pub extern "C" fn sock_send_to_async(
             Err(e) => return report(e),
         };
         let iov = [libc::iovec { iov_base: buf.cast_mut(), iov_len: len }];
-        let cb = callback(Notify::Bytes(func), user_data, "send_to_async");
+        let notify = on_done.map_or(Notify::None, Notify::Bytes);
+        let cb = Callback::new(notify, SOCK_OP_SEND_TO, user_data, "send_to_async");
         let (status, sent) = asyncio::submit(h, |sock| {
             let req = asyncio::SendRequest { iov: &iov, total: len, os_flags, callback: cb };
             match sock.kind {
@@ -261,7 +255,6 @@ pub extern "C" fn sock_recv_from_async(
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(received_now, 0) };
         try_non_null!(buf);
-        let Some(func) = on_done else { return SOCK_FAULT };
         if cap == 0 || cap > MAX_LEN || address_cap > MAX_LEN {
             return SOCK_INVALID_ARGUMENT;
         }
@@ -279,7 +272,8 @@ pub extern "C" fn sock_recv_from_async(
         } else {
             Some(AddressOut { buf: address, cap: address_cap })
         };
-        let cb = callback(Notify::Bytes(func), user_data, "recv_from_async");
+        let notify = on_done.map_or(Notify::None, Notify::Bytes);
+        let cb = Callback::new(notify, SOCK_OP_RECV_FROM, user_data, "recv_from_async");
         let (status, n) = asyncio::submit(h, |sock| {
             asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, from, cb)
         });

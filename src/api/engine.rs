@@ -6,13 +6,16 @@ use std::time::Duration;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::asyncio;
-use crate::engine::Engine;
+use crate::engine::{self, Engine, Kind};
+use crate::ffi::MAX_LEN;
 use crate::ffi::{try_non_null, try_socket, try_status, write_opt};
 use crate::fork;
 use crate::handle::sock_handle;
 use crate::panic::ffi_boundary;
+use crate::port::sock_completion;
 use crate::status::{
-    report, sock_status, SOCK_INVALID_ARGUMENT, SOCK_OK, SOCK_OPERATION_NOT_SUPPORTED,
+    report, sock_status, SOCK_ALREADY_IN_PROGRESS, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_OK,
+    SOCK_OPERATION_ABORTED, SOCK_OPERATION_NOT_SUPPORTED,
 };
 
 /// An engine: the thread(s) — or, for a manual engine, the calls to
@@ -24,6 +27,10 @@ pub struct sock_engine {
 /// Engines handed out and not yet freed; a pointer C passes in is used only
 /// if it is one of these.
 static LIVE: Mutex<Vec<Arc<Engine>>> = Mutex::new(Vec::new());
+
+/// Queue engines freed while entries still wait in their port: the program
+/// dequeues those (the pointer stays valid until it has).
+static DRAINING: Mutex<Vec<Arc<Engine>>> = Mutex::new(Vec::new());
 
 /// The live engines, locked; the first use registers the fork hooks that
 /// keep this lock free in a fork child.
@@ -80,7 +87,8 @@ pub extern "C" fn sock_engine_new(threads: u32, out: *mut *mut sock_engine) -> s
         try_non_null!(out);
         // SAFETY: checked non-NULL; C promises it points to a pointer.
         unsafe { out.write(std::ptr::null_mut()) };
-        let engine = try_status!(Engine::new(threads, &asyncio::HANDLER));
+        let kind = if threads == 0 { Kind::Manual } else { Kind::Threaded };
+        let engine = try_status!(Engine::new(kind, threads, &asyncio::HANDLER));
         let ptr = Arc::as_ptr(&engine).cast_mut().cast::<sock_engine>();
         live_engines().push(engine);
         // SAFETY: as above.
@@ -118,6 +126,9 @@ pub extern "C" fn sock_engine_free(e: *mut sock_engine) -> sock_status {
         };
         if engine.in_this_process() {
             engine.shut_down();
+            if engine.port().is_some_and(|port| port.len() > 0) {
+                DRAINING.lock().push(engine);
+            }
         } else {
             // A fork child freeing its parent's engine: its threads are not
             // here and its descriptors are shared; forget it untouched.
@@ -166,10 +177,13 @@ pub extern "C" fn sock_engine_poll(
     }
 }
 
-/// The descriptor of a manual engine, for the program's own
-/// epoll/poll/select loop: it is readable whenever `sock_engine_poll` has
-/// work. Owned by the engine: do not close it or read from it.
-/// Errors: SOCK_FAULT, SOCK_INVALID_ARGUMENT (not a live manual engine).
+/// The descriptor of a manual or queue engine, for the program's own
+/// epoll/poll/select loop: a manual engine's is readable whenever
+/// `sock_engine_poll` has work; a queue engine's exactly while entries wait
+/// for `sock_engine_dequeue`. Owned by the engine: do not close it or read
+/// from it.
+/// Errors: SOCK_FAULT, SOCK_INVALID_ARGUMENT (not a live manual or queue
+/// engine).
 #[no_mangle]
 pub extern "C" fn sock_engine_fd(e: *mut sock_engine, fd: *mut i32) -> sock_status {
     ffi_boundary! {
@@ -179,9 +193,13 @@ pub extern "C" fn sock_engine_fd(e: *mut sock_engine, fd: *mut i32) -> sock_stat
         if !engine.in_this_process() {
             return SOCK_OPERATION_NOT_SUPPORTED;
         }
-        let Some(lp) = engine.manual_loop() else { return SOCK_INVALID_ARGUMENT };
+        let raw = match (engine.manual_loop(), engine.port()) {
+            (Some(lp), _) => lp.fd(),
+            (None, Some(port)) => port.fd(),
+            (None, None) => return SOCK_INVALID_ARGUMENT,
+        };
         // SAFETY: checked non-NULL; C promises it points to an int32_t.
-        unsafe { fd.write(lp.fd()) };
+        unsafe { fd.write(raw) };
         SOCK_OK
     }
 }
@@ -210,5 +228,135 @@ pub extern "C" fn sock_attach(h: sock_handle, e: *mut sock_engine) -> sock_statu
             Ok(()) => SOCK_OK,
             Err(err) => report(err),
         }
+    }
+}
+
+/// Creates a queue engine: completions of its sockets' operations are not
+/// reported by callbacks but queued as entries for the program to take
+/// with `sock_engine_dequeue` (as on a Windows completion port). The
+/// engine's one I/O thread moves operations on and queues entries; no
+/// thread of the library ever calls into the program for it. Every rule of
+/// async operations holds with "callback" read as "entry": exactly one per
+/// operation that returned SOCK_IO_PENDING, one socket's entries in
+/// submission order, and close, cancel, deadlines and engine free produce
+/// entries. Attach sockets with `sock_attach`; their async calls then take
+/// a NULL callback (a non-NULL one is never called: the entry is queued
+/// all the same). `sock_engine_fd` is readable while entries wait.
+/// `*out` receives the engine (NULL on error).
+/// Errors: SOCK_FAULT (`out` NULL), OS errors.
+#[no_mangle]
+pub extern "C" fn sock_engine_new_queue(out: *mut *mut sock_engine) -> sock_status {
+    ffi_boundary! {
+        try_non_null!(out);
+        // SAFETY: checked non-NULL; C promises it points to a pointer.
+        unsafe { out.write(std::ptr::null_mut()) };
+        let engine = try_status!(Engine::new(Kind::Queue, 1, &asyncio::HANDLER));
+        let ptr = Arc::as_ptr(&engine).cast_mut().cast::<sock_engine>();
+        live_engines().push(engine);
+        // SAFETY: as above.
+        unsafe { out.write(ptr) };
+        SOCK_OK
+    }
+}
+
+/// A queue engine, live or freed with entries left.
+fn queue_engine(e: *const sock_engine) -> Option<Arc<Engine>> {
+    let found = live(e).or_else(|| {
+        DRAINING
+            .lock()
+            .iter()
+            .find(|x| std::ptr::eq(Arc::as_ptr(x).cast(), e))
+            .cloned()
+    })?;
+    found.port().is_some().then_some(found)
+}
+
+/// Takes up to `max` completion entries of queue engine `e` into `out`
+/// (oldest first), waiting up to `timeout_ms` (0: not at all; -1: until one
+/// arrives) while there are none. `*count` (if not NULL) receives how many
+/// were written; 0 with SOCK_OK means the wait timed out. Any number of
+/// threads may dequeue at once (each entry goes to one of them; a program
+/// that handles one socket's entries on several threads orders them
+/// itself). An accept's entry carries the new handle, which the program
+/// owns from then on.
+///
+/// After `sock_engine_free(e)` the entries of the operations it ended can
+/// still be taken: `e` stays valid for this call until none is left, and
+/// then (and for a thread that was waiting) the call returns
+/// SOCK_OPERATION_ABORTED with `*count` 0; after that `e` is invalid.
+/// Errors: SOCK_FAULT (`e` NULL, `out` NULL with `max` > 0),
+/// SOCK_INVALID_ARGUMENT (not a queue engine, `timeout_ms` < -1, `max` too
+/// large), SOCK_OPERATION_ABORTED (the engine was freed and is drained),
+/// SOCK_OPERATION_NOT_SUPPORTED (an engine of the parent of this fork child).
+#[no_mangle]
+pub extern "C" fn sock_engine_dequeue(
+    e: *mut sock_engine,
+    out: *mut sock_completion,
+    max: usize,
+    timeout_ms: i32,
+    count: *mut usize,
+) -> sock_status {
+    ffi_boundary! {
+        // SAFETY: NULL or a size_t (C's promise).
+        unsafe { write_opt(count, 0) };
+        try_non_null!(e);
+        if out.is_null() && max > 0 {
+            return SOCK_FAULT;
+        }
+        if max > MAX_LEN / std::mem::size_of::<sock_completion>() {
+            return SOCK_INVALID_ARGUMENT;
+        }
+        let timeout = match timeout_ms {
+            -1 => None,
+            t if t >= 0 => Some(Duration::from_millis(t as u64)),
+            _ => return SOCK_INVALID_ARGUMENT,
+        };
+        let Some(engine) = queue_engine(e) else { return SOCK_INVALID_ARGUMENT };
+        if !engine.in_this_process() {
+            return SOCK_OPERATION_NOT_SUPPORTED;
+        }
+        let Some(port) = engine.port() else { return SOCK_INVALID_ARGUMENT };
+        let out: &mut [sock_completion] = if max == 0 {
+            &mut []
+        } else {
+            // SAFETY: non-NULL (checked), and C promises `max` writable
+            // entries; sock_completion is plain data, every bit pattern of
+            // its fields is overwritten before it is read.
+            unsafe { std::slice::from_raw_parts_mut(out, max) }
+        };
+        let n = port.dequeue(out, timeout, || engine.is_stopped());
+        // SAFETY: as above.
+        unsafe { write_opt(count, n) };
+        if n == 0 && engine.is_stopped() {
+            // Freed and drained: forget it.
+            DRAINING.lock().retain(|x| !Arc::ptr_eq(x, &engine));
+            return SOCK_OPERATION_ABORTED;
+        }
+        SOCK_OK
+    }
+}
+
+/// The `WSACleanup` of libsock: stops the default engine. Every operation
+/// pending on it completes with SOCK_OPERATION_ABORTED (each callback once,
+/// on the engine's thread, as on close), then its thread is joined and its
+/// descriptors closed; the call returns when no thread of the library
+/// remains but those of engines the program made (host-name lookups under
+/// way are waited for). No callback of the default engine starts after it
+/// returned. The library stays usable: the default engine starts again on
+/// next use, and sockets that were bound to it bind to the new one.
+/// Engines made with `sock_engine_new` / `sock_engine_new_queue` are the
+/// program's and are left alone: free them with `sock_engine_free`.
+/// Call it before a runtime with its own threads (Mono, the JVM, Node)
+/// exits, if a callback of the default engine ever ran.
+/// Errors: SOCK_ALREADY_IN_PROGRESS (called from a callback, or from inside
+/// `sock_engine_poll`: the engine thread cannot join itself).
+#[no_mangle]
+pub extern "C" fn sock_cleanup() -> sock_status {
+    ffi_boundary! {
+        if engine::on_a_loop() {
+            return SOCK_ALREADY_IN_PROGRESS;
+        }
+        asyncio::cleanup();
+        SOCK_OK
     }
 }
