@@ -105,7 +105,7 @@ impl Model {
         if q.turn_taken {
             return;
         }
-        while let Some((iov, _)) = q.front_batch(false, 1024, usize::MAX) {
+        while let Some((iov, _, _)) = q.front_batch(false, 1024, usize::MAX) {
             let n = iov.iter().map(|s| s.iov_len).sum::<usize>().min(chunk);
             self.write();
             q.consume(n, &mut |cb, status, _| {
@@ -230,6 +230,7 @@ fn recv_op(id: usize) -> RecvOp {
     RecvOp {
         buf: Seg(segment(1)),
         os_flags: 0,
+        from: None,
         deadline: None,
         callback: callback(id),
     }
