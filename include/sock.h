@@ -945,10 +945,14 @@ sock_status sock_set_trace(sock_trace_callback cb, void *user_data);
  expires: then SOCK_TIMED_OUT, with the bytes that did go in `*sent`.
  Non-blocking mode: sends what fits now (`*sent < len` is success);
  SOCK_WOULD_BLOCK with `*sent == 0` when nothing fits or another send
- holds the socket. The mode is read while the call waits: a blocking
- send that another thread switches to non-blocking returns at its next
- wait: SOCK_OK with the bytes that went so far (`*sent < len`), or
- SOCK_WOULD_BLOCK if none did.
+ holds the socket. With a send timeout, the mode is read while the call
+ waits: a blocking send that another thread switches to non-blocking
+ returns at its next wait, SOCK_OK with the bytes that went so far
+ (`*sent < len`), or SOCK_WOULD_BLOCK if none did. With no timeout, a
+ blocking send on a connected stream that has to wait does so inside
+ send(2), as a raw blocking socket does (the descriptor's O_NONBLOCK is
+ cleared once, see `sock_fd`), and such a switch takes effect at the
+ next call; `sock_close` still wakes it.
  Concurrent sends on one socket never interleave.
  Datagram sockets send one datagram (needs `sock_connect` first).
  `flags`: SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_DONT_ROUTE. `sent` may be
@@ -1153,8 +1157,9 @@ sock_status sock_get_option(sock_handle h, int32_t option, int64_t *value);
  flag; it is valid until `sock_close`. libsock implements blocking mode
  itself and passes MSG_DONTWAIT on every call that must not wait; a
  connected stream's descriptor is made blocking by its first untimed
- blocking `sock_recv`, which then waits inside recv(2) as a raw blocking
- socket does. Pass MSG_DONTWAIT if you do I/O on it yourself.
+ blocking `sock_recv`, or untimed blocking send that has to wait, which
+ then wait inside recv(2) / send(2) as on a raw blocking socket. Pass
+ MSG_DONTWAIT if you do I/O on it yourself.
  Errors: SOCK_FAULT, SOCK_NOT_SOCKET.
  */
 sock_status sock_fd(sock_handle h, int32_t *fd);

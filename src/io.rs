@@ -263,6 +263,11 @@ pub(crate) fn send_all(
     wait: RoomWait,
 ) -> (Result<()>, usize) {
     let (mut index, mut offset) = advance(bufs, 0, 0, sent);
+    // Blocking mode with no timeout on a connected stream: after the first
+    // EAGAIN the kernel waits inside `send` itself (one system call, as a
+    // raw blocking send makes, instead of send, poll, send). `close` wakes
+    // it with the same shutdown that wakes `poll`.
+    let mut os_flags = os_flags;
     loop {
         while index < bufs.len() && offset == bufs[index].iov_len {
             index += 1;
@@ -299,6 +304,15 @@ pub(crate) fn send_all(
             }
             Err(e) if e.errno == libc::EAGAIN => match wait {
                 RoomWait::Never => return (Ok(()), sent),
+                RoomWait::Until(deadline)
+                    if os_flags & libc::MSG_DONTWAIT != 0
+                        && os_flags & libc::MSG_OOB == 0
+                        && deadline.is_forever()
+                        && sock.options.blocking()
+                        && sock.kernel_may_wait() =>
+                {
+                    os_flags &= !libc::MSG_DONTWAIT;
+                }
                 RoomWait::Until(deadline) => match sock.wait(libc::POLLOUT, deadline) {
                     Ok(()) => {}
                     // Non-blocking mode: what fit is a success.

@@ -27,6 +27,11 @@ impl Deadline {
         }
     }
 
+    /// No deadline: the call may wait for ever.
+    pub fn is_forever(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Time left, `None` when unbounded; `Err(SOCK_TIMED_OUT)` once expired.
     pub fn remaining(&self) -> Result<Option<Duration>> {
         match self.0 {

@@ -139,10 +139,14 @@ fn single(buf: *const c_void, len: usize) -> [libc::iovec; 1] {
 /// expires: then SOCK_TIMED_OUT, with the bytes that did go in `*sent`.
 /// Non-blocking mode: sends what fits now (`*sent < len` is success);
 /// SOCK_WOULD_BLOCK with `*sent == 0` when nothing fits or another send
-/// holds the socket. The mode is read while the call waits: a blocking
-/// send that another thread switches to non-blocking returns at its next
-/// wait: SOCK_OK with the bytes that went so far (`*sent < len`), or
-/// SOCK_WOULD_BLOCK if none did.
+/// holds the socket. With a send timeout, the mode is read while the call
+/// waits: a blocking send that another thread switches to non-blocking
+/// returns at its next wait, SOCK_OK with the bytes that went so far
+/// (`*sent < len`), or SOCK_WOULD_BLOCK if none did. With no timeout, a
+/// blocking send on a connected stream that has to wait does so inside
+/// send(2), as a raw blocking socket does (the descriptor's O_NONBLOCK is
+/// cleared once, see `sock_fd`), and such a switch takes effect at the
+/// next call; `sock_close` still wakes it.
 /// Concurrent sends on one socket never interleave.
 /// Datagram sockets send one datagram (needs `sock_connect` first).
 /// `flags`: SOCK_MSG_NONE, SOCK_MSG_OOB, SOCK_MSG_DONT_ROUTE. `sent` may be

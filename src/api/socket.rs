@@ -282,8 +282,9 @@ pub extern "C" fn sock_get_option(h: sock_handle, option: i32, value: *mut i64) 
 /// flag; it is valid until `sock_close`. libsock implements blocking mode
 /// itself and passes MSG_DONTWAIT on every call that must not wait; a
 /// connected stream's descriptor is made blocking by its first untimed
-/// blocking `sock_recv`, which then waits inside recv(2) as a raw blocking
-/// socket does. Pass MSG_DONTWAIT if you do I/O on it yourself.
+/// blocking `sock_recv`, or untimed blocking send that has to wait, which
+/// then wait inside recv(2) / send(2) as on a raw blocking socket. Pass
+/// MSG_DONTWAIT if you do I/O on it yourself.
 /// Errors: SOCK_FAULT, SOCK_NOT_SOCKET.
 #[no_mangle]
 pub extern "C" fn sock_fd(h: sock_handle, fd: *mut i32) -> sock_status {
