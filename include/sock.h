@@ -849,7 +849,9 @@ sock_status sock_attach(sock_handle h, struct sock_engine *e);
  submission order, and close, cancel, deadlines and engine free produce
  entries. Attach sockets with `sock_attach`; their async calls then take
  a NULL callback (a non-NULL one is never called: the entry is queued
- all the same). `sock_engine_fd` is readable while entries wait.
+ all the same). `sock_engine_fd` is readable while entries wait. (A
+ trace callback set with `sock_set_trace` is the one exception: it gets
+ the completion lines on the engine's thread, as for any engine.)
  `*out` receives the engine (NULL on error).
  Errors: SOCK_FAULT (`out` NULL), OS errors.
  */

@@ -704,7 +704,11 @@ fn forget_parents(q: &mut QueueState) -> bool {
 /// whether a send ended with bytes that never reached the kernel.
 fn end_pending(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) -> bool {
     let mut sink = sink_to(lp, h);
-    q.drain_connect(SOCK_OPERATION_ABORTED, &mut sink);
+    if q.drain_connect(SOCK_OPERATION_ABORTED, &mut sink) {
+        // Give the attempt up in the kernel too: the socket may connect
+        // again later.
+        sock.disconnect();
+    }
     let unsent = q.drain_sends(SOCK_OPERATION_ABORTED, &mut sink);
     q.drain_recvs(SOCK_OPERATION_ABORTED, &mut sink);
     q.drain_accepts(SOCK_OPERATION_ABORTED, &mut sink);

@@ -497,6 +497,9 @@ pub struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     manual: bool,
     port: Option<Arc<Port>>,
+    /// `shut_down` is over: every operation was ended and its completion
+    /// delivered (for a queue engine: into its port).
+    finished: AtomicBool,
 }
 
 impl Engine {
@@ -523,6 +526,7 @@ impl Engine {
             threads: Mutex::new(Vec::new()),
             manual: kind == Kind::Manual,
             port,
+            finished: AtomicBool::new(false),
         });
         if !engine.manual {
             let mut handles = sync::lock(&engine.threads);
@@ -549,9 +553,9 @@ impl Engine {
         self.loops.iter().all(|lp| lp.in_this_process())
     }
 
-    /// The engine was freed.
-    pub fn is_stopped(&self) -> bool {
-        self.loops.iter().any(|lp| lp.is_stopped())
+    /// The engine was freed and its operations are all ended.
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 
     /// The loop a newly attached socket goes to (round robin).
@@ -595,6 +599,7 @@ impl Engine {
                 // the poller and runs what we queue, then lets go of it.
                 lp.end_members();
                 lp.release_os();
+                self.finished.store(true, Ordering::Release);
                 return;
             }
             // A poll in progress on another thread ends (woken by `stop`)
@@ -607,6 +612,7 @@ impl Engine {
             CURRENT_LOOP.with(|c| c.set(previous));
             poller.poll = None;
             lp.release_os();
+            self.finished.store(true, Ordering::Release);
             return;
         }
         for lp in &self.loops {
@@ -634,6 +640,7 @@ impl Engine {
                 let _ = t.join();
             }
         }
+        self.finished.store(true, Ordering::Release);
         if let Some(port) = &self.port {
             // Threads waiting in `sock_engine_dequeue` look again: the
             // aborted operations' entries are there now.

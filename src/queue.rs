@@ -367,6 +367,7 @@ impl QueueState {
     pub fn drain_sends(&mut self, status: sock_status, sink: CompletionSink) -> bool {
         let mut unsent = false;
         let mut ended = 0;
+        let mut shutdown_ended = false;
         self.entries.retain(|entry| match entry {
             Entry::Send(op) => {
                 unsent |= op.sent < op.total;
@@ -377,18 +378,24 @@ impl QueueState {
             Entry::Shutdown(op) => {
                 sink(op.callback, status, 0);
                 ended += 1;
+                // It never shut anything: sending may go on.
+                shutdown_ended = true;
                 false
             }
             Entry::Waiter(_) | Entry::Connect(_) => true,
         });
         self.entry_ops -= ended;
+        if shutdown_ended {
+            self.send_shut = false;
+        }
         self.segs.clear();
         self.pending_send_bytes = 0;
         unsent
     }
 
     /// Ends a pending connect with `status`; sends behind it stay.
-    pub fn drain_connect(&mut self, status: sock_status, sink: CompletionSink) {
+    /// Returns whether there was one.
+    pub fn drain_connect(&mut self, status: sock_status, sink: CompletionSink) -> bool {
         if let Some(i) = self
             .entries
             .iter()
@@ -397,8 +404,10 @@ impl QueueState {
             if let Some(Entry::Connect(op)) = self.entries.remove(i) {
                 self.entry_ops -= 1;
                 sink(op.callback, status, 0);
+                return true;
             }
         }
+        false
     }
 
     /// Completes every pending accept with `status` (no handle).

@@ -125,9 +125,14 @@ pub extern "C" fn sock_engine_free(e: *mut sock_engine) -> sock_status {
             engines.swap_remove(i)
         };
         if engine.in_this_process() {
+            let queue = engine.port().is_some();
+            if queue {
+                // Dequeuers find it while it is being freed, and after.
+                DRAINING.lock().push(engine.clone());
+            }
             engine.shut_down();
-            if engine.port().is_some_and(|port| port.len() > 0) {
-                DRAINING.lock().push(engine);
+            if queue && engine.port().is_some_and(|port| port.len() == 0) {
+                DRAINING.lock().retain(|x| !Arc::ptr_eq(x, &engine));
             }
         } else {
             // A fork child freeing its parent's engine: its threads are not
@@ -241,7 +246,9 @@ pub extern "C" fn sock_attach(h: sock_handle, e: *mut sock_engine) -> sock_statu
 /// submission order, and close, cancel, deadlines and engine free produce
 /// entries. Attach sockets with `sock_attach`; their async calls then take
 /// a NULL callback (a non-NULL one is never called: the entry is queued
-/// all the same). `sock_engine_fd` is readable while entries wait.
+/// all the same). `sock_engine_fd` is readable while entries wait. (A
+/// trace callback set with `sock_set_trace` is the one exception: it gets
+/// the completion lines on the engine's thread, as for any engine.)
 /// `*out` receives the engine (NULL on error).
 /// Errors: SOCK_FAULT (`out` NULL), OS errors.
 #[no_mangle]
@@ -324,10 +331,10 @@ pub extern "C" fn sock_engine_dequeue(
             // its fields is overwritten before it is read.
             unsafe { std::slice::from_raw_parts_mut(out, max) }
         };
-        let n = port.dequeue(out, timeout, || engine.is_stopped());
+        let n = port.dequeue(out, timeout, || engine.is_finished());
         // SAFETY: as above.
         unsafe { write_opt(count, n) };
-        if n == 0 && engine.is_stopped() {
+        if n == 0 && engine.is_finished() {
             // Freed and drained: forget it.
             DRAINING.lock().retain(|x| !Arc::ptr_eq(x, &engine));
             return SOCK_OPERATION_ABORTED;
