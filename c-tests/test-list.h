@@ -149,6 +149,15 @@
   X(trace_set_from_callback_is_refused) \
   X(trace_fork_child_not_held_by_parent_calls) \
   X(trace_fork_in_callback_child_still_waits) \
+  /* test-queue-engine.c */ \
+  X(queue_engine_entries_once_in_order) \
+  X(queue_engine_fd_readable_while_entries_wait) \
+  X(queue_engine_concurrent_dequeuers) \
+  X(queue_engine_lifecycle_events_produce_entries) \
+  X(queue_engine_connect_and_accept) \
+  X(cleanup_stops_default_engine) \
+  X(cleanup_refused_inside_callback) \
+  X(cleanup_leaves_program_engines) \
   /* end */
 
 #endif /* TEST_LIST_H */
