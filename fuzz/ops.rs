@@ -30,6 +30,17 @@ fn buffers() -> (*const u8, *mut u8) {
     (send as *const u8, recv as *mut u8)
 }
 
+/// Operation `id`'s sender-address buffer, valid for ever (a pending
+/// receive may write it until its callback).
+fn address_buffer(id: usize) -> *mut c_char {
+    static ADDRS: OnceLock<usize> = OnceLock::new();
+    let base = *ADDRS.get_or_init(|| {
+        let all: &'static mut [c_char] = Vec::leak(vec![0; MAX_OPS * SOCK_ADDRESS_MAX_LEN]);
+        all.as_mut_ptr() as usize
+    });
+    (base as *mut c_char).wrapping_add(id * SOCK_ADDRESS_MAX_LEN)
+}
+
 unsafe extern "C" fn on_done(
     _: sock_handle,
     status: sock_status,
@@ -43,6 +54,24 @@ unsafe extern "C" fn on_done(
     );
     assert_ne!(status, SOCK_IO_PENDING);
     CALLBACKS[user_data as usize].fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn on_status(_: sock_handle, status: sock_status, user_data: *mut c_void) {
+    // SAFETY: the same contract as `on_done`'s; it only counts.
+    unsafe { on_done(0, status, 0, user_data) };
+}
+
+unsafe extern "C" fn on_accept(
+    _: sock_handle,
+    status: sock_status,
+    accepted: sock_handle,
+    user_data: *mut c_void,
+) {
+    assert_eq!(status == SOCK_OK, accepted != SOCK_INVALID_HANDLE);
+    // The new connection is the program's: close it (allowed in a callback).
+    sock_close(accepted);
+    // SAFETY: as above.
+    unsafe { on_done(0, status, 0, user_data) };
 }
 
 struct Run<'a> {
@@ -133,7 +162,7 @@ impl Run<'_> {
     fn call(&mut self) -> sock_status {
         let (send_buf, recv_buf) = buffers();
         let mut n = 0usize;
-        match self.byte() % 24 {
+        match self.byte() % 25 {
             0 => {
                 let (family, ty, slot) =
                     (self.byte() as i32 % 5, self.byte() as i32 % 4, self.slot());
@@ -257,6 +286,7 @@ impl Run<'_> {
                 sock_attach(h, e)
             }
             21 if !self.engine.is_null() => sock_engine_poll(self.engine, 0, &mut n),
+            23 => sock_cleanup(),
             22 if !self.engine.is_null() => {
                 sock_engine_free(std::mem::replace(&mut self.engine, std::ptr::null_mut()))
             }
@@ -268,7 +298,7 @@ impl Run<'_> {
     }
 
     fn async_call(&mut self, send_buf: *const u8, recv_buf: *mut u8) -> sock_status {
-        let kind = self.byte() % 3;
+        let kind = self.byte() % 8;
         let (h, len, flags) = (
             self.handle(),
             self.u16() as usize * 2,
@@ -302,11 +332,48 @@ impl Run<'_> {
                 ];
                 sock_sendv_async(h, bufs.as_ptr(), 2, flags, Some(on_done), user_data, &mut n)
             }
-            _ => sock_recv_async(
+            2 => sock_recv_async(
                 h,
                 recv_buf.cast(),
                 len.min(DATA_LEN),
                 flags % 4,
+                Some(on_done),
+                user_data,
+                &mut n,
+            ),
+            3 => {
+                let a = self.address(h);
+                sock_connect_async(h, a.as_ptr(), Some(on_status), user_data)
+            }
+            4 => {
+                let mut accepted = SOCK_INVALID_HANDLE;
+                let s = sock_accept_async(h, Some(on_accept), user_data, &mut accepted);
+                if s == SOCK_OK {
+                    sock_close(accepted);
+                }
+                s
+            }
+            5 => sock_shutdown_async(h, Some(on_status), user_data),
+            6 => {
+                let a = self.address(h);
+                sock_send_to_async(
+                    h,
+                    send_buf.cast(),
+                    len.min(2048),
+                    flags,
+                    a.as_ptr(),
+                    Some(on_done),
+                    user_data,
+                    &mut n,
+                )
+            }
+            _ => sock_recv_from_async(
+                h,
+                recv_buf.cast(),
+                len.min(DATA_LEN),
+                flags % 4,
+                address_buffer(id),
+                SOCK_ADDRESS_MAX_LEN,
                 Some(on_done),
                 user_data,
                 &mut n,
