@@ -34,6 +34,13 @@ def async_label(case):
 CI_LEVEL = 0.90
 
 
+def recv_order(case):
+    """Receive cases by connections, then read size."""
+    sizes = {"64B": 0, "16KiB": 1, "1MiB": 2}
+    parts = case.split("-")
+    return (parts[2], sizes.get(parts[1], 9))
+
+
 def median_ci(values, level=CI_LEVEL):
     """(lo, hi, coverage): order statistics of `values` that hold their
     population's median with probability `coverage` >= `level`, whatever the
@@ -213,6 +220,12 @@ def main():
     pend = next((k[0] for k in R.d if k[0].startswith("pending-")), "pending-10000conn")
     ratio_rows.append((f"{pend} vs libuv", pend, "libsock", "libuv", "completions_per_s", False, 1.0))
     ratio_rows.append((f"{pend} vs epoll", pend, "libsock", "epoll", "completions_per_s", False, 0.9))
+    # Receive throughput (bench_recv): sock_recv vs recv(2), and
+    # sock_recv_async on a manual engine vs libuv's uv_read_start.
+    for c in sorted({k[0] for k in R.d if k[0].startswith("recv-")}, key=recv_order):
+        ratio_rows.append((f"{c} vs recv(2)", c, "libsock", "recv", "GB_per_s", False, 0.97))
+        a = "recvasync-" + c[len("recv-"):]
+        ratio_rows.append((f"{a} vs libuv", a, "libsock-manual", "libuv", "GB_per_s", False, 1.0))
     info_rows = []
     for c in ASYNC:
         if "64conn" in c:

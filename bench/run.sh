@@ -107,6 +107,7 @@ run bench_blocking --reps "$breps" $bflags
 run bench_async --reps "$reps" $flags
 run bench_pending --reps "$reps" $flags
 run bench_latency --reps "$reps" $flags
+run bench_recv --reps "$reps" $flags
 
 # User-space instructions per 64-byte call, under callgrind.
 if command -v valgrind >/dev/null 2>&1; then
