@@ -158,6 +158,17 @@
   X(cleanup_stops_default_engine) \
   X(cleanup_refused_inside_callback) \
   X(cleanup_leaves_program_engines) \
+  /* test-lifecycle-races.c */ \
+  X(race_recv_async_vs_close) \
+  X(deadline_follows_attach) \
+  X(completed_operations_leave_nothing) \
+  X(engine_free_from_callback_keeps_order) \
+  X(engine_free_wakes_waiting_poll) \
+  X(engine_free_waits_for_running_callback) \
+  X(bad_datagram_fails_alone) \
+  X(recv_async_cap_zero_refused) \
+  X(fork_child_close_busy_socket) \
+  X(linger_round_trips) \
   /* end */
 
 #endif /* TEST_LIST_H */

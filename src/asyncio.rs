@@ -128,9 +128,7 @@ pub fn default_engine() -> Result<Arc<Engine>> {
                 // SAFETY: `prepare` took the lock in this thread and forgot
                 // its guard.
                 parent: || unsafe { DEFAULT.force_unlock() },
-                // SAFETY: as for `parent` (the child's only thread is the
-                // one that forked).
-                child: || unsafe { DEFAULT.force_unlock() },
+                child: || fork::reset_mutex(&DEFAULT),
             },
         )
     });

@@ -15,7 +15,7 @@
 //! and the ranks give the one order in which the locks are taken (the
 //! library's lock order), released in reverse.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
 /// How many times this process is a fork child of the process that
@@ -88,6 +88,43 @@ pub fn watch() {
 pub fn register(rank: Rank, hooks: Hooks) {
     watch();
     let _ = HOOKS[rank as usize].set(hooks);
+}
+
+// parking_lot's raw locks are one atomic word each, 0 when free; its
+// condvar is one atomic pointer, null with no waiter. The resets below
+// store those values through the atomic (no byte is written any other
+// way), and these checks keep the layouts honest.
+const _: () = assert!(std::mem::size_of::<parking_lot::RawMutex>() == 1);
+const _: () =
+    assert!(std::mem::size_of::<parking_lot::RawRwLock>() == std::mem::size_of::<usize>());
+const _: () = assert!(std::mem::size_of::<parking_lot::Condvar>() == std::mem::size_of::<usize>());
+
+/// In a fork child, a lock that `prepare` took in the forking thread made
+/// free again. Unlocking it would hand it to a thread of the parent that
+/// was parked waiting for it (parking_lot hands a contended lock over to a
+/// waiter), and that thread does not exist in the child.
+pub fn reset_mutex<T: ?Sized>(m: &parking_lot::Mutex<T>) {
+    // SAFETY: a RawMutex is a single AtomicU8 (size checked above), 0 when
+    // unlocked with no waiter; the child's only thread holds the lock.
+    let state = unsafe { &*(m.raw() as *const parking_lot::RawMutex).cast::<AtomicU8>() };
+    state.store(0, Ordering::Release);
+}
+
+/// As `reset_mutex`, for a read-write lock.
+pub fn reset_rwlock<T: ?Sized>(l: &parking_lot::RwLock<T>) {
+    // SAFETY: a RawRwLock is a single AtomicUsize (size checked above), 0
+    // when unlocked with no waiter; the child's only thread holds it.
+    let state = unsafe { &*(l.raw() as *const parking_lot::RawRwLock).cast::<AtomicUsize>() };
+    state.store(0, Ordering::Release);
+}
+
+/// In a fork child, a condition variable with no waiters: those it had are
+/// threads of the parent (waking them would queue them on its mutex).
+pub fn reset_condvar(c: &parking_lot::Condvar) {
+    // SAFETY: a Condvar is a single AtomicPtr (size checked above), null
+    // with no waiter; the child's only thread holds its mutex.
+    let state = unsafe { &*(c as *const parking_lot::Condvar).cast::<AtomicUsize>() };
+    state.store(0, Ordering::Release);
 }
 
 /// The current fork generation (see `FORK_GENERATION`).

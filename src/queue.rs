@@ -739,9 +739,12 @@ impl OpQueue {
             let st = unsafe { &mut *self.state.data_ptr() };
             st.turn_taken = false;
             st.entries.retain(|e| !matches!(e, Entry::Waiter(_)));
+            crate::fork::reset_condvar(&self.turn_free);
+            crate::fork::reset_mutex(&self.state);
+            return;
         }
-        // SAFETY: `lock_for_fork` took the lock in this thread (the child's
-        // only thread is the one that forked) and forgot its guard.
+        // SAFETY: `lock_for_fork` took the lock in this thread and forgot
+        // its guard.
         unsafe { self.state.force_unlock() };
     }
 

@@ -175,9 +175,13 @@ fn unlock_after_fork(in_child: bool) {
         }
     }
     for shard_no in 0..SHARDS {
-        // SAFETY: `lock_for_fork` took this write lock in this thread (the
-        // child's only thread is the one that forked) and forgot its guard.
-        unsafe { shard(shard_no).force_unlock_write() };
+        if in_child {
+            fork::reset_rwlock(shard(shard_no));
+        } else {
+            // SAFETY: `lock_for_fork` took this write lock in this thread
+            // and forgot its guard.
+            unsafe { shard(shard_no).force_unlock_write() };
+        }
     }
 }
 

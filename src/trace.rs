@@ -65,9 +65,7 @@ fn target() -> MutexGuard<'static, TraceTarget> {
                 parent: || unsafe { TARGET.force_unlock() },
                 child: || {
                     after_fork_in_child();
-                    // SAFETY: as for `parent`; the child's one thread is
-                    // the one that forked.
-                    unsafe { TARGET.force_unlock() }
+                    crate::fork::reset_mutex(&TARGET);
                 },
             },
         )

@@ -44,9 +44,7 @@ fn live_engines() -> MutexGuard<'static, Vec<Arc<Engine>>> {
                 // SAFETY: `prepare` took the lock in this thread and forgot
                 // its guard.
                 parent: || unsafe { LIVE.force_unlock() },
-                // SAFETY: as for `parent` (the child's only thread is the
-                // one that forked).
-                child: || unsafe { LIVE.force_unlock() },
+                child: || fork::reset_mutex(&LIVE),
             },
         )
     });
