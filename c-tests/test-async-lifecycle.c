@@ -320,8 +320,14 @@ TEST_IMPL(async_callback_closes_own_socket) {
   for (size_t i = 1; i < N; i++)
     ASSERT_STATUS(SOCK_IO_PENDING, track_send(&t, i, h, buf + len0 + (i - 1) * len, len));
 
-  /* reading exactly op 0's bytes lets op 0 (and only op 0) finish */
-  peer_expect(pfd, buf, len0, "first op");
+  /* reading op 0's bytes lets op 0 (and only op 0) finish; its callback
+   * closes the socket with the others unsent, which resets the connection
+   * and may discard the tail of op 0 still in the kernel's send buffer:
+   * the peer gets a prefix of the stream, then the reset */
+  long long mm;
+  int reset;
+  size_t got = peer_drain_until_end(pfd, 0, &mm, &reset);
+  ASSERT_EQ(mm, -1);
   tracker_wait(&t, N, 10000);
   tracker_settle(&t, N, 100);
   ASSERT_STATUS(SOCK_OK, g_cc.close_status);
@@ -338,12 +344,8 @@ TEST_IMPL(async_callback_closes_own_socket) {
     if (i > 1) ASSERT_UEQ(t.ops[i].bytes, 0);
     sum += t.ops[i].bytes;
   }
-  long long mm;
-  int reset;
-  size_t got = peer_drain_until_end(pfd, len0, &mm, &reset);
   ASSERT_MSG(reset, "close with unsent data: the peer saw a clean EOF after %zu bytes", got);
-  ASSERT_MSG(got <= sum, "peer got %zu bytes after op 0, callbacks reported %zu", got, sum);
-  ASSERT_EQ(mm, -1);
+  ASSERT_MSG(got <= len0 + sum, "peer got %zu bytes, callbacks reported %zu", got, len0 + sum);
   ASSERT_STATUS(SOCK_NOT_SOCKET, sock_close(h));
   close(pfd);
   free(buf);
