@@ -169,6 +169,18 @@
   X(recv_async_cap_zero_refused) \
   X(fork_child_close_busy_socket) \
   X(linger_round_trips) \
+  /* test-lifecycle-regress.c */ \
+  X(close_races_recv_async_udp) \
+  X(close_races_async_submit_tcp) \
+  X(deadline_follows_attach_to_manual_engine) \
+  X(completed_sends_leave_nothing_behind) \
+  X(engine_free_in_callback_keeps_order) \
+  X(engine_free_wakes_waiting_poll_b) \
+  X(engine_free_waits_for_running_callback_b) \
+  X(datagram_oversized_fails_alone) \
+  X(recv_async_zero_cap_refused) \
+  X(fork_child_close_never_hangs) \
+  X(linger_ms_round_trips) \
   /* end */
 
 #endif /* TEST_LIST_H */

@@ -721,14 +721,15 @@ fn end_pending(q: &mut QueueState, sock: &Socket, h: sock_handle, lp: &Loop) -> 
 /// submission queues anything from now on), ends every pending operation
 /// with `SOCK_OPERATION_ABORTED` and takes the socket out of its loop.
 /// When that discarded bytes of a stream that never reached the kernel,
-/// the connection is reset, so the peer cannot take the truncated stream
-/// for a complete one.
+/// `Socket::close` (once the handle is out of the table, so no call racing
+/// the close sees it disconnected) resets the connection, so the peer
+/// cannot take the truncated stream for a complete one.
 pub fn close(sock: &Socket, h: sock_handle) {
     let mut q = sock.queue.lock();
     forget_parents(&mut q);
     if let Home::Bound(lp) = std::mem::replace(&mut q.home, Home::Closed) {
         if end_pending(&mut q, sock, h, &lp) && sock.kind == Kind::Stream {
-            sock.reset();
+            sock.reset_when_closed();
         }
         lp.leave(h, q.timer_at.take());
         q.token = None;

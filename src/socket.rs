@@ -108,6 +108,8 @@ pub struct Socket {
     fd_blocking: AtomicBool,
     /// errno of the first connection-breaking error (0: none); see `fail`.
     broken: AtomicI32,
+    /// Closing dropped unsent bytes: the stream is to be reset, not ended.
+    reset_on_close: AtomicBool,
     pub options: Options,
     pub queue: OpQueue,
 }
@@ -122,6 +124,7 @@ impl Socket {
             closed: AtomicBool::new(false),
             fd_blocking: AtomicBool::new(false),
             broken: AtomicI32::new(0),
+            reset_on_close: AtomicBool::new(false),
             options: Options::default(),
             queue: OpQueue::default(),
         }
@@ -293,6 +296,12 @@ impl Socket {
         self.disconnect();
     }
 
+    /// `sock_close` ended a send whose bytes did not all reach the kernel:
+    /// `close` resets the stream instead of ending it.
+    pub(crate) fn reset_when_closed(&self) {
+        self.reset_on_close.store(true, Ordering::Release);
+    }
+
     /// Dissolves the socket's association (an attempt to connect that is
     /// given up, or `reset`), so it may connect again.
     pub(crate) fn disconnect(&self) {
@@ -431,6 +440,9 @@ impl Socket {
     /// reset rather than ended, so the peer cannot take it for complete.
     pub fn close(&self, in_use: bool) {
         self.closed.store(true, Ordering::Release);
+        if self.reset_on_close.load(Ordering::Acquire) {
+            self.reset();
+        }
         if in_use {
             // Wakes threads in poll/send/recv/accept on this descriptor;
             // the descriptor itself is closed when the last user lets go.

@@ -170,7 +170,17 @@ pub extern "C" fn sock_engine_poll(
             return SOCK_OPERATION_NOT_SUPPORTED;
         }
         let Some(lp) = engine.manual_loop() else { return SOCK_INVALID_ARGUMENT };
-        let (result, ran) = lp.run_once(timeout);
+        // A readiness that ran no callback (a socket became writable with
+        // nothing to send) is not the work a waiting poll waits for: wait
+        // on until a callback ran, the timeout passed or the engine went.
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let (result, ran) = loop {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let (result, ran) = lp.run_once(left);
+            if ran > 0 || result.is_err() || left.is_some_and(|l| l.is_zero()) {
+                break (result, ran);
+            }
+        };
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(completed, ran) };
         match result {
