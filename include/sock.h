@@ -803,10 +803,11 @@ sock_status sock_engine_new(uint32_t threads, struct sock_engine **out);
 sock_status sock_engine_free(struct sock_engine *e);
 
 /*
- Runs a manual engine once: waits up to `timeout_ms` (0: not at all;
- -1: until there is work) for sockets to become ready, moves their
- pending operations on, and runs the callbacks that are due, on this
- thread. `*completed` (if not NULL) receives how many callbacks ran.
+ Runs a manual engine: moves its sockets' pending operations on as they
+ become ready and runs the callbacks that are due, on this thread,
+ waiting up to `timeout_ms` (0: not at all; -1: for ever) until at least
+ one callback ran. `*completed` (if not NULL) receives how many ran (0
+ when the time ran out).
  Errors: SOCK_FAULT (`e` NULL), SOCK_INVALID_ARGUMENT (not a live manual
  engine, `timeout_ms` < -1), SOCK_ALREADY_IN_PROGRESS (another thread is
  polling it, or a callback called this), SOCK_OPERATION_ABORTED (the
