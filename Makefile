@@ -3,6 +3,7 @@
 #   make test    runs every test: cargo test, the C tests (plain and under
 #                ASan+UBSan), the C++ wrapper's tests, the README's C blocks,
 #                packaging, the Python tests
+# Installing: make install / make uninstall (PREFIX, DESTDIR, LIBDIR, ... below).
 
 CARGO  ?= cargo
 CC     ?= cc
@@ -43,7 +44,8 @@ all: build examples
 build:
 	$(CARGO) build --release
 
-# Regenerate include/sock.h from the Rust sources (commit the result).
+# Regenerate include/sock.h from the Rust sources, and docs/api.md from it
+# (commit both).
 header:
 	SOCK_REGEN_HEADER=1 $(CARGO) build --release
 	python3 tools/mkman.py markdown include/sock.h docs/api.md
@@ -136,7 +138,9 @@ in_prefix = $(filter $(PREFIX)/%,$(1))
 # is under PREFIX, so both stay relocatable.
 pc_dir = $(if $(call in_prefix,$(1)),$${prefix}/$(patsubst $(PREFIX)/%,%,$(1)),$(1))
 cmake_dir = $(if $(call in_prefix,$(1)),$${_sock_prefix}/$(patsubst $(PREFIX)/%,%,$(1)),$(1))
-CMAKEDIR_TO_PREFIX := $(subst $(space),/,$(patsubst %,..,$(subst /, ,$(patsubst $(PREFIX)/%,%,$(cmakedir)))))
+# From the CMake package's directory up to PREFIX (none when LIBDIR is
+# outside PREFIX: then the package names PREFIX as is).
+CMAKEDIR_TO_PREFIX := $(if $(call in_prefix,$(cmakedir)),$(subst $(space),/,$(patsubst %,..,$(subst /, ,$(patsubst $(PREFIX)/%,%,$(cmakedir))))))
 SONAME := libsock.so.$(SOVERSION)
 STATIC_LIBS := $(subst $(space),;,$(patsubst -l%,%,$(filter -l%,$(shell sed -n 's/^Libs.private://p' sock.pc.in))))
 HEADERS := $(notdir $(wildcard include/sock.h include/sock.hpp))
