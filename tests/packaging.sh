@@ -239,7 +239,7 @@ check "the README's static-link line links and runs the demo" readme_static_line
 
 cargo_cinstall_layout() {
     local d=$tmp/cinstall r
-    nice -n 10 cargo cinstall --release --quiet --target-dir target/cargo-c --prefix=/usr --libdir="/usr/$multiarch" \
+    nice -n 10 cargo cinstall --release --target-dir target/cargo-c --prefix=/usr --libdir="/usr/$multiarch" \
         --destdir="$d" >"$tmp/cinstall.out" 2>&1 || { tail -n 15 "$tmp/cinstall.out" | sed 's/^/# /'; return 1; }
     r=$d/usr
     [ -f "$r/$multiarch/libsock.so.$version" ] || { echo "# $(cd "$r" && find . -name 'libsock*' | tr '\n' ' ')"; return 1; }
