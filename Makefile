@@ -3,34 +3,58 @@
 #   make test    runs every test: cargo test, the C tests (plain and under
 #                ASan+UBSan), the C++ wrapper's tests, the README's C blocks,
 #                packaging, the Python tests
+# Installing: make install / make uninstall (PREFIX, DESTDIR, LIBDIR, ... below).
 
 CARGO  ?= cargo
-PREFIX ?= /usr/local
-DESTDIR ?=
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-MAJOR   := $(firstword $(subst ., ,$(VERSION)))
 CC     ?= cc
 CXX    ?= c++
-LIBDIR := target/release
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+MAJOR   := $(word 1,$(subst ., ,$(VERSION)))
+MINOR   := $(word 2,$(subst ., ,$(VERSION)))
+# The ABI rule (cargo-c's): SONAME libsock.so.MAJOR from 1.0 on,
+# libsock.so.0.MINOR before, since each 0.x minor release may break the ABI.
+SOVERSION := $(if $(filter 0,$(MAJOR)),0.$(MINOR),$(MAJOR))
+# Where cargo puts the built libraries (not an install directory).
+BUILD_DIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
-EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
+EXAMPLE_LDFLAGS := -L$(BUILD_DIR) -lsock -Wl,-rpath,$(abspath $(BUILD_DIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz test-valgrind test-loom soak lint clean
+# Install layout, GNU names. Each directory is absolute, or relative to
+# PREFIX (LIBDIR=lib/x86_64-linux-gnu and LIBDIR=/usr/lib/x86_64-linux-gnu
+# with PREFIX=/usr are the same).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+LIBDIR     ?= lib
+INCLUDEDIR ?= include
+DATADIR    ?= share
+MANDIR     ?= $(DATADIR)/man
+DOCDIR     ?= $(DATADIR)/doc/sock
+under_prefix = $(if $(filter /%,$(1)),$(1),$(PREFIX)/$(1))
+libdir     := $(call under_prefix,$(LIBDIR))
+includedir := $(call under_prefix,$(INCLUDEDIR))
+mandir     := $(call under_prefix,$(MANDIR))
+docdir     := $(call under_prefix,$(DOCDIR))
+pkgconfigdir := $(libdir)/pkgconfig
+cmakedir   := $(libdir)/cmake/sock
+
+.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install uninstall man api-doc abi-check abi-update bench bench-quick fuzz test-valgrind test-loom soak lint clean
 
 all: build examples
 
 build:
 	$(CARGO) build --release
 
-# Regenerate include/sock.h from the Rust sources (commit the result).
+# Regenerate include/sock.h from the Rust sources, and docs/api.md from it
+# (commit both).
 header:
 	SOCK_REGEN_HEADER=1 $(CARGO) build --release
+	python3 tools/mkman.py markdown include/sock.h docs/api.md
 
 EXAMPLES := examples/build/demo examples/build/async_demo
 
 examples: build $(EXAMPLES)
 
-examples/build/%: examples/%.c include/sock.h $(LIBDIR)/libsock.so
+examples/build/%: examples/%.c include/sock.h $(BUILD_DIR)/libsock.so
 	@mkdir -p $(dir $@)
 	$(CC) $(EXAMPLE_CFLAGS) $< -o $@ $(EXAMPLE_LDFLAGS)
 
@@ -86,17 +110,83 @@ test-python: build
 test-packaging: build
 	./tests/packaging.sh
 
-# Installs libsock.so (SONAME libsock.so.MAJOR, with the usual links),
-# libsock.a, the headers and pkg-config's sock.pc under DESTDIR/PREFIX.
-install: build
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
-	install -m 755 $(LIBDIR)/libsock.so $(DESTDIR)$(PREFIX)/lib/libsock.so.$(VERSION)
-	ln -sf libsock.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libsock.so.$(MAJOR)
-	ln -sf libsock.so.$(MAJOR) $(DESTDIR)$(PREFIX)/lib/libsock.so
-	install -m 644 $(LIBDIR)/libsock.a $(DESTDIR)$(PREFIX)/lib/libsock.a
-	install -m 644 $(wildcard include/sock.h include/sock.hpp) $(DESTDIR)$(PREFIX)/include/
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' sock.pc.in \
-	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/sock.pc
+# Man pages: one per function and libsock(3), from the header's comments.
+MAN_BUILD := target/man/man3
+man: $(MAN_BUILD)/libsock.3
+$(MAN_BUILD)/libsock.3: include/sock.h tools/mkman.py tools/sockh.py
+	python3 tools/mkman.py man include/sock.h $(MAN_BUILD)
+
+# docs/api.md, the web version of the same text (committed; tests/packaging.sh
+# fails when it is stale). `make header` regenerates it too.
+api-doc:
+	python3 tools/mkman.py markdown include/sock.h docs/api.md
+
+# The ABI check (tools/abi.py): the built library and the header against
+# the committed baseline abi/sock.abi. After adding to the API (or making a
+# breaking change allowed by a new minor version while 0.x), record it:
+# make abi-update.
+abi-check: build
+	python3 tools/abi.py check
+abi-update: build
+	python3 tools/abi.py update
+
+# What `make install` puts where (uninstall removes exactly these).
+empty :=
+space := $(empty) $(empty)
+in_prefix = $(filter $(PREFIX)/%,$(1))
+# A directory for sock.pc and the CMake package: ${prefix}-relative when it
+# is under PREFIX, so both stay relocatable.
+pc_dir = $(if $(call in_prefix,$(1)),$${prefix}/$(patsubst $(PREFIX)/%,%,$(1)),$(1))
+cmake_dir = $(if $(call in_prefix,$(1)),$${_sock_prefix}/$(patsubst $(PREFIX)/%,%,$(1)),$(1))
+# From the CMake package's directory up to PREFIX (none when LIBDIR is
+# outside PREFIX: then the package names PREFIX as is).
+CMAKEDIR_TO_PREFIX := $(if $(call in_prefix,$(cmakedir)),$(subst $(space),/,$(patsubst %,..,$(subst /, ,$(patsubst $(PREFIX)/%,%,$(cmakedir))))))
+SONAME := libsock.so.$(SOVERSION)
+STATIC_LIBS := $(subst $(space),;,$(patsubst -l%,%,$(filter -l%,$(shell sed -n 's/^Libs.private://p' sock.pc.in))))
+HEADERS := $(notdir $(wildcard include/sock.h include/sock.hpp))
+DOCS := README.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE
+MAN_PAGES = $(shell python3 tools/mkman.py list include/sock.h)
+INSTALL_DIRS = $(libdir) $(pkgconfigdir) $(cmakedir) $(includedir) $(mandir)/man3 $(docdir)
+# Directories that install created, for uninstall to remove once empty
+# (never one that was there before).
+INSTALL_MANIFEST := target/install-dirs.txt
+
+# Installs libsock.so.VERSION (SONAME libsock.so.0.MINOR while 0.x, then
+# libsock.so.MAJOR, with the usual links), libsock.a, the headers, sock.pc,
+# the CMake package, the man pages and README, CHANGELOG and the licences,
+# under DESTDIR, in the directories above.
+install: build man
+	@mkdir -p target
+	tools/dirs.sh make $(INSTALL_MANIFEST) $(addprefix $(DESTDIR),$(INSTALL_DIRS))
+	install -m 755 $(BUILD_DIR)/libsock.so $(DESTDIR)$(libdir)/libsock.so.$(VERSION)
+	ln -sf libsock.so.$(VERSION) $(DESTDIR)$(libdir)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(libdir)/libsock.so
+	install -m 644 $(BUILD_DIR)/libsock.a $(DESTDIR)$(libdir)/libsock.a
+	install -m 644 $(addprefix include/,$(HEADERS)) $(DESTDIR)$(includedir)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@LIBDIR@|$(call pc_dir,$(libdir))|' -e 's|@INCLUDEDIR@|$(call pc_dir,$(includedir))|' \
+	    sock.pc.in > $(DESTDIR)$(pkgconfigdir)/sock.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@SONAME@|$(SONAME)|g' \
+	    -e 's|@VERSION_MAJOR_MINOR@|$(MAJOR).$(MINOR)|g' -e 's|@CMAKEDIR@|$(cmakedir)|g' \
+	    -e 's|@CMAKEDIR_TO_PREFIX@|$(CMAKEDIR_TO_PREFIX)|g' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' \
+	    -e 's|@CMAKE_LIBDIR@|$(call cmake_dir,$(libdir))|g' -e 's|@CMAKE_INCLUDEDIR@|$(call cmake_dir,$(includedir))|g' \
+	    cmake/sockConfig.cmake.in > $(DESTDIR)$(cmakedir)/sockConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@VERSION_MAJOR@|$(MAJOR)|g' -e 's|@VERSION_MINOR@|$(MINOR)|g' \
+	    -e 's|@SIZEOF_VOID_P@|$(if $(filter 32,$(shell getconf LONG_BIT)),4,8)|g' \
+	    cmake/sockConfigVersion.cmake.in > $(DESTDIR)$(cmakedir)/sockConfigVersion.cmake
+	install -m 644 $(addprefix $(MAN_BUILD)/,$(MAN_PAGES)) $(DESTDIR)$(mandir)/man3/
+	install -m 644 $(DOCS) $(DESTDIR)$(docdir)/
+
+# Removes what install put there (same variables), then the directories
+# install created, if they are empty now.
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(libdir)/,libsock.so.$(VERSION) $(SONAME) libsock.so libsock.a)
+	rm -f $(addprefix $(DESTDIR)$(includedir)/,$(HEADERS))
+	rm -f $(DESTDIR)$(pkgconfigdir)/sock.pc
+	rm -f $(addprefix $(DESTDIR)$(cmakedir)/,sockConfig.cmake sockConfigVersion.cmake)
+	rm -f $(addprefix $(DESTDIR)$(mandir)/man3/,$(MAN_PAGES))
+	rm -f $(addprefix $(DESTDIR)$(docdir)/,$(DOCS))
+	tools/dirs.sh remove $(INSTALL_MANIFEST) $(addprefix $(DESTDIR),$(INSTALL_DIRS))
 
 # Benchmarks (bench/README.md): the full run writes bench/results/latest.md
 # and a chart; the quick one is a smoke test of every program.

@@ -5,10 +5,11 @@
 //! `tests/header.rs` fails when the committed `include/sock.h` differs from
 //! it. `make header` (SOCK_REGEN_HEADER=1) writes it into `include/`.
 //!
-//! `libsock.so` carries the SONAME `libsock.so.MAJOR`, so programs linked
-//! against it look for that name at run time; a `libsock.so.MAJOR` symlink
-//! next to the built library keeps in-tree programs (tests, examples,
-//! benchmarks) running straight from `target/`.
+//! `libsock.so` carries the SONAME `libsock.so.MAJOR` from 1.0 on and
+//! `libsock.so.0.MINOR` before (cargo-c's rule: each 0.x minor release may
+//! change the ABI), so programs linked against it look for that name at run
+//! time; a symlink of that name next to the built library keeps in-tree
+//! programs (tests, examples, benchmarks) running straight from `target/`.
 
 use std::env;
 use std::fs;
@@ -42,15 +43,21 @@ fn main() {
     }
 }
 
-/// Links `libsock.so` with SONAME `libsock.so.MAJOR` and puts a
-/// `libsock.so.MAJOR -> libsock.so` symlink in the profile directory
-/// (`$OUT_DIR` is `<target>/<profile>/build/<pkg>-<hash>/out`).
+/// Links `libsock.so` with SONAME `libsock.so.MAJOR` (`libsock.so.0.MINOR`
+/// while the major version is 0) and puts a `SONAME -> libsock.so` symlink
+/// in the profile directory (`$OUT_DIR` is
+/// `<target>/<profile>/build/<pkg>-<hash>/out`).
 fn set_soname(out_dir: &std::path::Path) {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }
     let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("CARGO_PKG_VERSION_MAJOR");
-    let soname = format!("libsock.so.{major}");
+    let minor = env::var("CARGO_PKG_VERSION_MINOR").expect("CARGO_PKG_VERSION_MINOR");
+    let soname = if major == "0" {
+        format!("libsock.so.0.{minor}")
+    } else {
+        format!("libsock.so.{major}")
+    };
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
     if let Some(profile_dir) = out_dir.ancestors().nth(3) {
         let link = profile_dir.join(&soname);

@@ -44,7 +44,7 @@ mkdir -p results
 # Run every program against one snapshot of the library, so a rebuild
 # during the run (cargo build by someone else) cannot mix two builds. The
 # programs find it through LD_LIBRARY_PATH, which overrides their RUNPATH.
-lib=${LIBDIR:-../target/release}/libsock.so
+lib=${LIBSOCK_DIR:-../target/release}/libsock.so
 snap=$(pwd)/build/libsock-snapshot
 rm -rf "$snap"
 mkdir -p "$snap"

@@ -215,6 +215,7 @@ static void cells_library(void) {
   snprintf(want, sizeof want, "%d.%d.%d", SOCK_VERSION_MAJOR, SOCK_VERSION_MINOR,
            SOCK_VERSION_PATCH);
   CELL_TRUE("call", sock_version, v != NULL && strcmp(v, want) == 0);
+  CELL_TRUE("call", sock_version_number, sock_version_number() == SOCK_VERSION_HEX);
   for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
     const char *s = sock_strerror(unknown[i]);
     ctx("sock_strerror(%d)", (int)unknown[i]);

@@ -35,6 +35,13 @@
 #define SOCK_VERSION_PATCH 0
 
 /*
+ The header's version as one number, 0xMMmmpp: (major << 16) |
+ (minor << 8) | patch, as libuv's UV_VERSION_HEX; compare it with
+ `sock_version_number()` to check at run time which library was loaded.
+ */
+#define SOCK_VERSION_HEX (((SOCK_VERSION_MAJOR << 16) | (SOCK_VERSION_MINOR << 8)) | SOCK_VERSION_PATCH)
+
+/*
  `sock_completion.operation`: `sock_send_async` or `sock_sendv_async`.
  */
 #define SOCK_OP_SEND 1
@@ -908,6 +915,16 @@ sock_status sock_cleanup(void);
  Errors: none.
  */
 const char *sock_version(void);
+
+/*
+ The library's version as one number, 0xMMmmpp: (major << 16) |
+ (minor << 8) | patch, equal to SOCK_VERSION_HEX of the header it was
+ built with. A program built against 0.x can require the same 0.x
+ (`sock_version_number() >> 8 == SOCK_VERSION_HEX >> 8`), since each 0.x
+ minor release may change the ABI (its SONAME is libsock.so.0.MINOR).
+ Errors: none.
+ */
+uint32_t sock_version_number(void);
 
 /*
  A short English text for a status code (unknown codes get "unknown

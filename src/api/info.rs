@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use crate::panic::ffi_boundary;
+use crate::panic::{ffi_boundary, PanicFallback};
 use crate::status::{self, sock_status};
 use crate::trace::{self, sock_trace_callback};
 
@@ -12,6 +12,11 @@ pub const SOCK_VERSION_MAJOR: u32 = 0;
 pub const SOCK_VERSION_MINOR: u32 = 1;
 /// Patch version of this header.
 pub const SOCK_VERSION_PATCH: u32 = 0;
+/// The header's version as one number, 0xMMmmpp: (major << 16) |
+/// (minor << 8) | patch, as libuv's UV_VERSION_HEX; compare it with
+/// `sock_version_number()` to check at run time which library was loaded.
+pub const SOCK_VERSION_HEX: u32 =
+    (SOCK_VERSION_MAJOR << 16) | (SOCK_VERSION_MINOR << 8) | SOCK_VERSION_PATCH;
 
 /// The library's version, "MAJOR.MINOR.PATCH" (equal to the
 /// SOCK_VERSION_* macros of the header it was built with).
@@ -21,6 +26,27 @@ pub const SOCK_VERSION_PATCH: u32 = 0;
 pub extern "C" fn sock_version() -> *const c_char {
     ffi_boundary! {
         concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    }
+}
+
+/// The library's version as one number, 0xMMmmpp: (major << 16) |
+/// (minor << 8) | patch, equal to SOCK_VERSION_HEX of the header it was
+/// built with. A program built against 0.x can require the same 0.x
+/// (`sock_version_number() >> 8 == SOCK_VERSION_HEX >> 8`), since each 0.x
+/// minor release may change the ABI (its SONAME is libsock.so.0.MINOR).
+/// Errors: none.
+#[no_mangle]
+pub extern "C" fn sock_version_number() -> u32 {
+    ffi_boundary! {
+        SOCK_VERSION_HEX
+    }
+}
+
+/// `sock_version_number`'s panic fallback (its body cannot panic): the
+/// version itself, the one right answer.
+impl PanicFallback for u32 {
+    fn panic_fallback() -> Self {
+        SOCK_VERSION_HEX
     }
 }
 
@@ -75,6 +101,23 @@ mod tests {
         assert_eq!(v, env!("CARGO_PKG_VERSION"));
         let expected = format!("{SOCK_VERSION_MAJOR}.{SOCK_VERSION_MINOR}.{SOCK_VERSION_PATCH}");
         assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn version_number_matches_cargo_and_hex_macro() {
+        let part = |s: &str| s.parse::<u32>().expect("Cargo version part is a number");
+        let hex = (part(env!("CARGO_PKG_VERSION_MAJOR")) << 16)
+            | (part(env!("CARGO_PKG_VERSION_MINOR")) << 8)
+            | part(env!("CARGO_PKG_VERSION_PATCH"));
+        assert_eq!(SOCK_VERSION_HEX, hex);
+        assert_eq!(sock_version_number(), hex);
+        assert_eq!(
+            format!("0x{hex:06x}"),
+            format!(
+                "0x{:02x}{:02x}{:02x}",
+                SOCK_VERSION_MAJOR, SOCK_VERSION_MINOR, SOCK_VERSION_PATCH
+            )
+        );
     }
 
     #[test]

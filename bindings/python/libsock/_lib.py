@@ -80,6 +80,7 @@ _size_p = POINTER(c_size_t)
 _PROTOTYPES = {
     # name: (restype, argtypes)
     "sock_version": (c_char_p, []),
+    "sock_version_number": (c_uint32, []),
     "sock_strerror": (c_char_p, [status_t]),
     "sock_os_error": (c_int32, []),
     "sock_set_trace": (status_t, [TRACE_CALLBACK, c_void_p]),

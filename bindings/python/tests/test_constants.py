@@ -65,7 +65,7 @@ def _c_type_ok(c_type: str, ctype) -> bool:
 def header_functions() -> dict:
     text = HEADER.read_text()
     funcs = {}
-    for m in re.finditer(r"^(sock_status|const char \*|int32_t) ?(sock_\w+)\(([^)]*)\);", text, re.M):
+    for m in re.finditer(r"^(sock_status|const char \*|u?int32_t) ?(sock_\w+)\(([^)]*)\);", text, re.M):
         params = [] if m.group(3).strip() == "void" else [" ".join(p.split()) for p in m.group(3).split(",")]
         types = []
         for p in params:
