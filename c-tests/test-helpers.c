@@ -2,6 +2,7 @@
 #include "test-helpers.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -432,4 +433,17 @@ void reader_start(reader_t *r) {
 
 void reader_join(reader_t *r) {
   ASSERT_EQ(pthread_join(r->tid, NULL), 0);
+}
+
+int proc_self_entries(const char *dir) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/%s", dir);
+  DIR *d = opendir(path);
+  ASSERT(d != NULL);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
 }

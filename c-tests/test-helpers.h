@@ -172,6 +172,9 @@ size_t peer_drain_until_end(int fd, uint64_t start_off, long long *mismatch, int
 void peer_read_exact(int fd, void *buf, size_t len);
 /* True if fd becomes readable within ms. */
 int peer_readable(int fd, int ms);
+/* Entries of a /proc/self directory: open descriptors ("fd"), threads
+ * ("task"); each count includes what the count itself opens. */
+int proc_self_entries(const char *dir);
 
 /* A libsock stream client connected to a POSIX peer. family is
  * SOCK_FAMILY_INET/INET6/UNIX; peer_rcvbuf > 0 shrinks the peer's receive

@@ -9,7 +9,6 @@
 #define _GNU_SOURCE
 #include "test-async-helpers.h"
 
-#include <dirent.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,14 +18,7 @@
 #include <unistd.h>
 
 static int open_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  ASSERT(d != NULL);
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n - 1; /* the directory's own descriptor */
+  return proc_self_entries("fd");
 }
 
 static long rss_kib(void) {

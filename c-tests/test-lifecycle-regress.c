@@ -34,15 +34,8 @@ static void spin_iterations(unsigned n) {
   }
 }
 
-/* Open descriptors of this process (the directory stream's own included,
- * the same in every count). */
 static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  ASSERT(d != NULL);
-  int n = 0;
-  while (readdir(d) != NULL) n++;
-  closedir(d);
-  return n;
+  return proc_self_entries("fd");
 }
 
 /* Joins a thread, failing the test if it has not ended within ms. */

@@ -5,7 +5,6 @@
 #include "test-async-helpers.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -14,16 +13,9 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Threads of this process (entries of /proc/self/task). */
+/* Threads of this process. */
 static int thread_count(void) {
-  DIR *d = opendir("/proc/self/task");
-  ASSERT(d != NULL);
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
+  return proc_self_entries("task");
 }
 
 static int fd_readable(int fd) {

@@ -326,31 +326,10 @@ impl Socket {
         }
         let deadline = Deadline::after_ms(self.options.recv_timeout_ms());
         loop {
-            // SAFETY: a plain accept4 on our descriptor; NULL address
-            // pointers are allowed and ask for no peer address.
-            let fd = unsafe {
-                libc::accept4(
-                    self.fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: accept4 returned a new descriptor that nothing else owns.
-                let os = unsafe { socket2::Socket::from_raw_fd(fd) };
-                return Ok(Socket::from_os(
-                    os,
-                    self.family,
-                    self.kind,
-                    State::Connected,
-                ));
-            }
-            let err = Error::last_os_error();
-            match err.errno {
-                libc::EINTR => continue,
-                libc::EAGAIN => self.wait(libc::POLLIN, deadline)?,
-                _ => return Err(self.fail(err)),
+            match self.accept_now() {
+                Err(e) if e.errno == libc::EAGAIN => self.wait(libc::POLLIN, deadline)?,
+                Err(e) => return Err(self.fail(e)),
+                accepted => return accepted,
             }
         }
     }

@@ -8,6 +8,7 @@ use crate::completion::{Callback, Notify, UserData, SOCK_OP_RECV, SOCK_OP_SEND};
 use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
 use crate::handle::sock_handle;
 use crate::panic::ffi_boundary;
+use crate::queue::AddressOut;
 use crate::status::{report, sock_status, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_OK};
 use crate::sys::{self, sock_buf, SOCK_MSG_NONE};
 use crate::trace;
@@ -235,10 +236,6 @@ pub extern "C" fn sock_recv_async(
         if cap > MAX_LEN {
             return SOCK_INVALID_ARGUMENT;
         }
-        let os_flags = match sys::recv_flags(flags) {
-            Ok(f) => f,
-            Err(e) => return report(e),
-        };
         if cap == 0 {
             // No room for a byte: such a receive could only complete with 0
             // bytes, which means end of stream.
@@ -246,14 +243,32 @@ pub extern "C" fn sock_recv_async(
         }
         let notify = on_done.map_or(Notify::None, Notify::Bytes);
         let callback = Callback::new(notify, SOCK_OP_RECV, user_data, "recv_async");
-        let (status, n) = asyncio::submit(h, |sock| {
-            asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, None, callback)
-        });
-        trace::op(h, "recv_async", n, status);
-        // SAFETY: NULL or a size_t (C's promise).
-        unsafe { write_opt(received_now, n) };
-        status
+        submit_recv(h, buf, cap, flags, None, callback, received_now)
     }
+}
+
+/// Submits a receive (flags checked here; the rest by the caller) and
+/// writes `*received_now`.
+pub(super) fn submit_recv(
+    h: sock_handle,
+    buf: *mut c_void,
+    cap: usize,
+    flags: i32,
+    from: Option<AddressOut>,
+    callback: Callback,
+    received_now: *mut usize,
+) -> sock_status {
+    let os_flags = match sys::recv_flags(flags) {
+        Ok(f) => f,
+        Err(e) => return report(e),
+    };
+    let (status, n) = asyncio::submit(h, |sock| {
+        asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, from, callback)
+    });
+    trace::op(h, callback.op, n, status);
+    // SAFETY: NULL or a size_t (C's promise).
+    unsafe { write_opt(received_now, n) };
+    status
 }
 
 /// Completes every pending async send of `h` with SOCK_OPERATION_ABORTED

@@ -24,7 +24,7 @@ use crate::sys;
 use crate::table;
 use crate::trace;
 
-use super::asyncio::{sock_recv_callback, sock_send_callback};
+use super::asyncio::{sock_recv_callback, sock_send_callback, submit_recv};
 
 /// Completion callback of `sock_connect_async` and `sock_shutdown_async`:
 /// the operation's final status (SOCK_OK, SOCK_CONNECTION_REFUSED,
@@ -258,10 +258,9 @@ pub extern "C" fn sock_recv_from_async(
         if cap == 0 || cap > MAX_LEN || address_cap > MAX_LEN {
             return SOCK_INVALID_ARGUMENT;
         }
-        let os_flags = match sys::recv_flags(flags) {
-            Ok(f) => f,
-            Err(e) => return report(e),
-        };
+        if let Err(e) = sys::recv_flags(flags) {
+            return report(e);
+        }
         let Some(family) = table::with(h, |sock| sock.family) else {
             return SOCK_NOT_SOCKET;
         };
@@ -274,12 +273,6 @@ pub extern "C" fn sock_recv_from_async(
         };
         let notify = on_done.map_or(Notify::None, Notify::Bytes);
         let cb = Callback::new(notify, SOCK_OP_RECV_FROM, user_data, "recv_from_async");
-        let (status, n) = asyncio::submit(h, |sock| {
-            asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, from, cb)
-        });
-        // SAFETY: NULL or a size_t (C's promise).
-        unsafe { write_opt(received_now, n) };
-        trace::op(h, "recv_from_async", n, status);
-        status
+        submit_recv(h, buf, cap, flags, from, cb, received_now)
     }
 }
