@@ -50,7 +50,7 @@ header:
 	SOCK_REGEN_HEADER=1 $(CARGO) build --release
 	python3 tools/mkman.py markdown include/sock.h docs/api.md
 
-EXAMPLES := examples/build/demo examples/build/async_demo
+EXAMPLES := examples/build/demo examples/build/async_demo examples/build/async_echo
 
 examples: build $(EXAMPLES)
 
@@ -61,6 +61,7 @@ examples/build/%: examples/%.c include/sock.h $(BUILD_DIR)/libsock.so
 demo: examples
 	./examples/build/demo
 	./examples/build/async_demo
+	./examples/build/async_echo
 	$(MAKE) --no-print-directory -C tests/cpp demo
 
 test: build test-rust test-c test-cpp test-readme test-packaging test-python
