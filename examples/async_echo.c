@@ -211,25 +211,24 @@ static void client_sent(sock_handle h, sock_status s, size_t n, void *ud) {
     }
 }
 
-/* Connected: send everything (queued behind the connect, in order), end
- * the sending side behind it, and start receiving the echo. */
+/* Connected (the sends and the shutdown were queued behind the connect
+ * and now leave in order): receive the echo. */
 static void client_connected(sock_handle h, sock_status s, void *ud) {
     struct client *c = ud;
     if (s != SOCK_OK) {
         fail("connect", s);
-        c->ok = 0;
+        atomic_store(&c->ok, 0);
         client_done(c);
         return;
     }
-    s = sock_shutdown_async(h, client_shut, c);
-    if (s != SOCK_OK && s != SOCK_IO_PENDING)
-        client_shut(h, s, c);
     size_t n = 0;
     s = sock_recv_async(h, c->in, sizeof c->in, SOCK_MSG_NONE, client_received, c, &n);
     if (s != SOCK_IO_PENDING)
         client_step(c, s, n);
 }
 
+/* Connects, and without waiting for it queues every send and then the
+ * graceful end of the sending side: they leave in order once connected. */
 static void client_start(struct client *c, const char *addr, sock_engine *e) {
     atomic_store(&c->ok, 1);
     sock_status s = sock_socket(SOCK_FAMILY_INET, SOCK_TYPE_STREAM, &c->h);
@@ -240,23 +239,26 @@ static void client_start(struct client *c, const char *addr, sock_engine *e) {
         finished(0);
         return;
     }
+    /* (a TCP connect does not finish inside the call: the callback starts
+     * the receiving; it may run before the sends below are queued, which
+     * is fine: they queue behind whatever is pending) */
     s = sock_connect_async(c->h, addr, client_connected, c);
-    if (s != SOCK_OK && s != SOCK_IO_PENDING) {
+    if (s != SOCK_IO_PENDING) {
         fail("connect", s);
-        c->ok = 0;
+        atomic_store(&c->ok, 0);
         client_done(c);
         return;
     }
-    /* Sends submitted while the connect is pending queue behind it. */
     for (size_t off = 0; off < BYTES; off += CHUNK) {
         sock_status st = sock_send_async(c->h, c->out + off, CHUNK, SOCK_MSG_NONE, client_sent, c, NULL);
         if (st != SOCK_OK && st != SOCK_IO_PENDING) {
             fail("client send", st);
-            c->ok = 0;
+            atomic_store(&c->ok, 0);
         }
     }
-    if (s == SOCK_OK)
-        client_connected(c->h, SOCK_OK, c);
+    s = sock_shutdown_async(c->h, client_shut, c);
+    if (s != SOCK_OK && s != SOCK_IO_PENDING)
+        client_shut(c->h, s, c);
 }
 
 /* ---- one run -------------------------------------------------------------- */
