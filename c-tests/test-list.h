@@ -181,6 +181,16 @@
   X(recv_async_zero_cap_refused) \
   X(fork_child_close_never_hangs) \
   X(linger_ms_round_trips) \
+  /* test-async-connection.c */ \
+  X(connect_async_refused_and_localhost) \
+  X(connect_async_timeout_and_close) \
+  X(connect_async_sends_queue_behind) \
+  X(accept_async_order_and_timeout) \
+  X(accept_async_chain_does_not_recurse) \
+  X(accept_async_out_of_descriptors) \
+  X(shutdown_async_after_32mib_then_fin) \
+  X(close_fin_when_sent_rst_when_discarded) \
+  X(datagrams_async_v4_v6) \
   /* end */
 
 #endif /* TEST_LIST_H */
