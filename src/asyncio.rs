@@ -349,6 +349,9 @@ pub fn send_async(sock: &Socket, h: sock_handle, req: SendRequest<'_>) -> (sock_
     let bound = io::first_send(sock, req.iov, None, req.os_flags, |q| {
         check_notify(q, &req.callback)?;
         check_send_open(q)?;
+        // Checked again under the queue lock, where a connect ends: one
+        // that failed since the check above leaves the socket unconnected.
+        io::check_can_send(sock, req.iov.len(), false)?;
         bind_if_no_inline(q, sock, h)
     });
     match bound {
