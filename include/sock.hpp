@@ -26,7 +26,8 @@
  *   - Each of them has a noexcept overload taking `std::error_code& ec`
  *     (cleared on success); those never throw (address_* may still throw
  *     std::bad_alloc from std::string).
- *   - Async calls (send_async, sendv_async, recv_async) never throw
+ *   - Async calls (send_async, sendv_async, recv_async, connect_async,
+ *     accept_async, shutdown_async) never throw
  *     sock::error: they return sock::async_result, the C API's three-way
  *     status, because that status is what a completion callback needs to
  *     loop on (see below). They can throw only what allocating the callable
@@ -269,6 +270,67 @@ inline void trampoline(sock_handle, sock_status status, std::size_t bytes, void*
     c->run(status, bytes);
   } catch (...) {
     // Documented: an exception from the user's callback is discarded.
+  }
+  delete c;
+}
+
+// The same for the status-only callbacks of connect and shutdown.
+struct status_completion {
+  status_completion() = default;
+  status_completion(const status_completion&) = delete;
+  status_completion& operator=(const status_completion&) = delete;
+  virtual ~status_completion() = default;
+  virtual void run(sock_status status) = 0;
+};
+
+template <class F>
+struct status_completion_of final : status_completion {
+  template <class G>
+  explicit status_completion_of(G&& g) : fn(std::forward<G>(g)) {}
+  void run(sock_status status) override { std::invoke(fn, status); }
+  F fn;
+};
+
+inline void status_trampoline(sock_handle, sock_status status, void* user_data) noexcept {
+  status_completion* c = static_cast<status_completion*>(user_data);
+  try {
+    c->run(status);
+  } catch (...) {
+    // Documented: an exception from the user's callback is discarded.
+  }
+  delete c;
+}
+
+template <class F, class Submit>
+async_result submit_status(F&& f, Submit&& call) {
+  using Fn = std::decay_t<F>;
+  static_assert(std::is_invocable_v<Fn&, sock_status>,
+                "sock: a connect or shutdown callback must be callable as f(sock_status)");
+  auto holder = std::make_unique<status_completion_of<Fn>>(std::forward<F>(f));
+  async_result r;
+  r.status = call(&status_trampoline, holder.get());
+  if (r.status == SOCK_IO_PENDING) (void)holder.release();  // the trampoline owns it now
+  return r;
+}
+
+// The accept callback's holder gets the raw handle; socket.hpp's accept
+// wraps it in a sock::socket before calling the user's callable.
+struct accept_completion {
+  accept_completion() = default;
+  accept_completion(const accept_completion&) = delete;
+  accept_completion& operator=(const accept_completion&) = delete;
+  virtual ~accept_completion() = default;
+  virtual void run(sock_status status, sock_handle accepted) = 0;
+};
+
+inline void accept_trampoline(sock_handle, sock_status status, sock_handle accepted,
+                              void* user_data) noexcept {
+  accept_completion* c = static_cast<accept_completion*>(user_data);
+  try {
+    c->run(status, accepted);
+  } catch (...) {
+    // Documented: an exception from the user's callback is discarded (the
+    // accepted socket, owned by the callable's argument, is closed).
   }
   delete c;
 }
@@ -611,6 +673,34 @@ class socket {
                           });
   }
 
+  /// sock_connect_async with `on_done(sock_status)`: a host name is looked
+  /// up off the calling thread; sends made meanwhile queue behind it.
+  /// completed(): connected inside the call (a Unix socket), on_done not called.
+  template <class F>
+  async_result connect_async(const std::string& address, F&& on_done) {
+    const sock_handle h = h_;
+    return detail::submit_status(std::forward<F>(on_done), [&](sock_status_callback cb, void* ud) {
+      return sock_connect_async(h, address.c_str(), cb, ud);
+    });
+  }
+
+  /// sock_shutdown_async with `on_done(sock_status)`: ends the sending side
+  /// once every pending send went (completed(): nothing was pending). Close
+  /// the socket from on_done for a graceful end.
+  template <class F>
+  async_result shutdown_async(F&& on_done) {
+    const sock_handle h = h_;
+    return detail::submit_status(std::forward<F>(on_done), [&](sock_status_callback cb, void* ud) {
+      return sock_shutdown_async(h, cb, ud);
+    });
+  }
+
+  /// sock_accept_async with `on_done(sock_status, sock::socket)`: the
+  /// callable gets an owning socket (empty on error). The result's
+  /// `accepted` holds the connection when it completed inside the call.
+  template <class F>
+  auto accept_async(F&& on_done);
+
   /// Completes every pending async send with SOCK_OPERATION_ABORTED.
   void cancel_sends() { detail::throw_if(sock_cancel_sends(h_), "sock_cancel_sends"); }
   void cancel_sends(std::error_code& ec) noexcept { detail::assign(ec, sock_cancel_sends(h_)); }
@@ -658,6 +748,46 @@ class socket {
 };
 
 inline void swap(socket& a, socket& b) noexcept { a.swap(b); }
+
+/// Outcome of socket::accept_async: as async_result, with the accepted
+/// socket when it completed inside the call.
+struct accept_result {
+  sock_status status = SOCK_OK;
+  socket accepted;
+
+  bool completed() const noexcept { return status == SOCK_OK; }
+  bool pending() const noexcept { return status == SOCK_IO_PENDING; }
+  bool failed() const noexcept { return !completed() && !pending(); }
+  std::error_code error() const noexcept {
+    return failed() ? make_error_code(status) : std::error_code();
+  }
+};
+
+namespace detail {
+template <class F>
+struct accept_completion_of final : accept_completion {
+  template <class G>
+  explicit accept_completion_of(G&& g) : fn(std::forward<G>(g)) {}
+  void run(sock_status status, sock_handle accepted) override {
+    std::invoke(fn, status, sock::socket(accepted));
+  }
+  F fn;
+};
+}  // namespace detail
+
+template <class F>
+auto socket::accept_async(F&& on_done) {
+  using Fn = std::decay_t<F>;
+  static_assert(std::is_invocable_v<Fn&, sock_status, socket>,
+                "sock: an accept callback must be callable as f(sock_status, sock::socket)");
+  auto holder = std::make_unique<detail::accept_completion_of<Fn>>(std::forward<F>(on_done));
+  accept_result r;
+  sock_handle now = SOCK_INVALID_HANDLE;
+  r.status = sock_accept_async(h_, &detail::accept_trampoline, holder.get(), &now);
+  if (r.status == SOCK_IO_PENDING) (void)holder.release();  // the trampoline owns it now
+  if (r.status == SOCK_OK) r.accepted = socket(now);
+  return r;
+}
 
 }  // namespace sock
 

@@ -898,6 +898,96 @@ void test_threaded_engine() {
   CHECK(wait_until([] { return g_live.load() == 0; }));
 }
 
+// connect_async, accept_async (an owning sock::socket in the callback or
+// in the result), shutdown_async then close: the peer reads everything,
+// then a clean end; errors reach the status callbacks; exceptions from
+// them are contained; every holder freed.
+void test_connect_accept_shutdown_async() {
+  sock::socket l = sock::socket::tcp4();
+  l.bind("127.0.0.1:0");
+  l.listen(8);
+  const std::string addr = l.local_address();
+  std::mutex m;
+  std::condition_variable cv;
+  sock::socket accepted;
+  int accepts = 0, connects = 0;
+  sock_status accept_status = -1, connect_status = -1;
+  auto ar = l.accept_async([&](sock_status s, sock::socket a) {
+    std::lock_guard<std::mutex> lock(m);
+    accept_status = s;
+    accepted = std::move(a);
+    ++accepts;
+    cv.notify_all();
+  });
+  CHECK(ar.pending());
+  CHECK(!ar.accepted);
+  sock::socket c = sock::socket::tcp4();
+  auto cr = c.connect_async(addr, [&](sock_status s) {
+    std::lock_guard<std::mutex> lock(m);
+    connect_status = s;
+    ++connects;
+    cv.notify_all();
+  });
+  CHECK(cr.pending());
+  // sends made while connecting queue behind the connect
+  CHECK(!c.send_async("queued", 6, [](sock_status, std::size_t) {}).failed());
+  {
+    std::unique_lock<std::mutex> lock(m);
+    CHECK(cv.wait_for(lock, 10s, [&] { return accepts == 1 && connects == 1; }));
+  }
+  CHECK_STATUS(SOCK_OK, accept_status);
+  CHECK_STATUS(SOCK_OK, connect_status);
+  CHECK(static_cast<bool>(accepted));
+  accepted.set_recv_timeout(20s);
+  CHECK_EQ(recv_exactly(accepted, 6), std::string("queued"));
+  // graceful end: shutdown behind the sends, close in its callback
+  auto done = std::make_shared<std::atomic<int>>(0);
+  sock_handle raw = c.release();
+  sock::socket owner(raw);
+  auto sr = owner.shutdown_async([done, raw](sock_status s) {
+    if (s == SOCK_OK) sock_close(raw);
+    done->store(s == SOCK_OK ? 1 : 2);
+  });
+  if (sr.completed()) {
+    sock_close(raw);
+    done->store(1);
+  }
+  (void)owner.release();  // closed by the callback
+  CHECK(wait_until([&] { return done->load() != 0; }));
+  CHECK_EQ(done->load(), 1);
+  char b[4];
+  CHECK_EQ(accepted.recv(b, sizeof b), std::size_t(0));  // a clean end
+  // a connection already waiting: accept completes inside the call
+  sock::socket c2 = sock::socket::tcp4();
+  c2.connect(addr);
+  std::this_thread::sleep_for(50ms);
+  std::atomic<int> late_calls{0};
+  auto now = l.accept_async([&](sock_status, sock::socket) { ++late_calls; });
+  if (now.completed()) {
+    CHECK(static_cast<bool>(now.accepted));
+  } else {
+    CHECK(now.pending());
+    CHECK(wait_until([&] { return late_calls.load() == 1; }));
+  }
+  // a refused connect reaches the callback; a throwing callback is contained
+  sock::socket dead = sock::socket::tcp4();
+  dead.bind("127.0.0.1:0");
+  const std::string dead_addr = dead.local_address();
+  dead.reset();
+  sock::socket c3 = sock::socket::tcp4();
+  std::atomic<int> refused{-1};
+  auto rr = c3.connect_async(dead_addr, [&](sock_status s) {
+    refused = s;
+    throw std::runtime_error("from a callback");
+  });
+  if (rr.pending()) {
+    CHECK(wait_until([&] { return refused.load() != -1; }));
+    CHECK_STATUS(SOCK_CONNECTION_REFUSED, refused.load());
+  } else {
+    CHECK_STATUS(SOCK_CONNECTION_REFUSED, rr.status);
+  }
+}
+
 struct test_case {
   const char* name;
   void (*fn)();
@@ -925,6 +1015,7 @@ const test_case tests[] = {
     {"manual_engine_runs_on_poller", test_manual_engine_runs_on_poller},
     {"manual_engine_free_aborts", test_manual_engine_free_aborts},
     {"threaded_engine", test_threaded_engine},
+    {"connect_accept_shutdown_async", test_connect_accept_shutdown_async},
 };
 
 }  // namespace
