@@ -123,6 +123,18 @@ class Option(enum.IntEnum):
     PENDING_SEND_BYTES = 12
 
 
+class Op(enum.IntEnum):
+    """``SOCK_OP_*``: ``sock_completion.operation``, what a queue engine's entry finished."""
+
+    SEND = 1
+    RECV = 2
+    CONNECT = 3
+    ACCEPT = 4
+    SHUTDOWN = 5
+    SEND_TO = 6
+    RECV_FROM = 7
+
+
 def status_of(value: int):
     """``Status(value)`` for a known code, else the plain ``int``."""
     try:
