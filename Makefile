@@ -2,7 +2,7 @@
 #   make demo    builds everything and runs the loopback demo
 #   make test    runs every test: cargo test, the C tests (plain and under
 #                ASan+UBSan), the C++ wrapper's tests, the README's C blocks,
-#                packaging, the Python tests
+#                packaging, the Python tests, the Node tests, the FFI (Mono) test
 # Installing: make install / make uninstall (PREFIX, DESTDIR, LIBDIR, ... below).
 
 CARGO  ?= cargo
@@ -37,7 +37,7 @@ docdir     := $(call under_prefix,$(DOCDIR))
 pkgconfigdir := $(libdir)/pkgconfig
 cmakedir   := $(libdir)/cmake/sock
 
-.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install uninstall man api-doc abi-check abi-update bench bench-quick fuzz test-valgrind test-loom soak lint clean
+.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python test-node test-ffi install uninstall man api-doc abi-check abi-update bench bench-quick fuzz test-valgrind test-loom soak lint clean
 
 all: build examples
 
@@ -64,7 +64,7 @@ demo: examples
 	./examples/build/async_echo
 	$(MAKE) --no-print-directory -C tests/cpp demo
 
-test: build test-rust test-c test-cpp test-readme test-packaging test-python
+test: build test-rust test-c test-cpp test-readme test-packaging test-python test-node test-ffi
 
 test-rust:
 	$(CARGO) test --release
@@ -107,6 +107,23 @@ test-python: build
 	        echo "test-python: could not install pytest: install it (python3 -m pip install pytest, or Debian's python3-pytest) and run make test again" >&2; \
 	        exit 1; }; }
 	python3 -m pytest -q bindings/python/tests
+
+# bindings/node: koffi is fetched with npm (npm ci, from package-lock.json)
+# when node_modules is missing.
+test-node: build
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	    echo "test-node: node and npm are missing: install them (Debian: nodejs npm) and run make test again" >&2; \
+	    exit 1; }
+	@[ -d bindings/node/node_modules/koffi ] || { \
+	    echo "test-node: koffi is missing; installing it with npm ci"; \
+	    cd bindings/node && npm ci --no-audit --no-fund; }
+	cd bindings/node && node --test test/*.test.js
+
+# Runtimes of other languages calling libsock (docs/ffi.md): a Mono program
+# that must exit after sock_cleanup (skipped, with a message, when mcs is
+# missing).
+test-ffi: build
+	./tests/ffi/run-mono.sh
 
 test-packaging: build
 	./tests/packaging.sh

@@ -16,8 +16,8 @@ Errors raise :class:`SockError` (an ``OSError``) with ``.status`` and ``.name``.
 
 from . import _lib
 from ._async import PENDING, Completed, Pending, pending_count, set_trace
-from .constants import (ADDRESS_MAX_LEN, ENGINE_MAX_THREADS, INVALID_HANDLE, VERSION_MAJOR, VERSION_MINOR,
-                        VERSION_PATCH, Family, Msg, Option, Shut, Status, Type)
+from .constants import (ADDRESS_MAX_LEN, ENGINE_MAX_THREADS, INVALID_HANDLE, LINGER_MS_MAX, VERSION_MAJOR,
+                        VERSION_MINOR, VERSION_PATCH, Family, Msg, Option, Shut, Status, Type)
 from .engine import Engine
 from .errors import (AccessDenied, AddressInUse, ConnectionAborted, ConnectionRefused, ConnectionReset,
                      HostNotFound, InProgress, Interrupted, InvalidArgument, NotConnected, NotSocket,
@@ -34,7 +34,8 @@ __all__ = [
     "Socket", "Engine", "create_connection", "create_server", "family_for",
     "Completed", "Pending", "PENDING", "pending_count", "set_trace",
     "Status", "Family", "Type", "Shut", "Msg", "Option",
-    "ADDRESS_MAX_LEN", "ENGINE_MAX_THREADS", "INVALID_HANDLE", "VERSION_MAJOR", "VERSION_MINOR", "VERSION_PATCH",
+    "ADDRESS_MAX_LEN", "ENGINE_MAX_THREADS", "INVALID_HANDLE", "LINGER_MS_MAX", "VERSION_MAJOR", "VERSION_MINOR",
+    "VERSION_PATCH",
     "SockError", "SockTimeout", "WouldBlock", "InProgress", "ConnectionRefused", "ConnectionReset",
     "ConnectionAborted", "Shutdown", "Interrupted", "AccessDenied", "InvalidArgument", "HostNotFound",
     "NotSocket", "NotConnected", "OperationAborted", "AddressInUse", "error_for", "status_name",

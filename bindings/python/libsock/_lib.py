@@ -32,12 +32,23 @@ engine_p = c_void_p
 CALLBACK = ctypes.CFUNCTYPE(None, handle_t, status_t, c_size_t, c_void_p)
 #: ``sock_trace_callback``: ``void (*)(const char *line, void *user_data)``.
 TRACE_CALLBACK = ctypes.CFUNCTYPE(None, c_char_p, c_void_p)
+#: ``sock_status_callback``: ``void (*)(sock_handle, sock_status, void *user_data)``.
+STATUS_CALLBACK = ctypes.CFUNCTYPE(None, handle_t, status_t, c_void_p)
+#: ``sock_accept_callback``: ``void (*)(sock_handle listener, sock_status, sock_handle accepted, void *user_data)``.
+ACCEPT_CALLBACK = ctypes.CFUNCTYPE(None, handle_t, status_t, handle_t, c_void_p)
 
 
 class sock_buf(ctypes.Structure):
     """``struct sock_buf { const void *data; size_t len; }``."""
 
     _fields_ = [("data", c_void_p), ("len", c_size_t)]
+
+
+class sock_completion(ctypes.Structure):
+    """``struct sock_completion``: one entry of a queue engine (``sock_engine_dequeue``)."""
+
+    _fields_ = [("handle", handle_t), ("operation", c_int32), ("status", status_t), ("bytes", c_size_t),
+                ("accepted", handle_t), ("user_data", c_void_p)]
 
 
 def _candidates():
@@ -110,6 +121,15 @@ _PROTOTYPES = {
     "sock_engine_poll": (status_t, [engine_p, c_int32, _size_p]),
     "sock_engine_fd": (status_t, [engine_p, POINTER(c_int32)]),
     "sock_attach": (status_t, [handle_t, engine_p]),
+    "sock_connect_async": (status_t, [handle_t, c_char_p, STATUS_CALLBACK, c_void_p]),
+    "sock_accept_async": (status_t, [handle_t, ACCEPT_CALLBACK, c_void_p, POINTER(handle_t)]),
+    "sock_shutdown_async": (status_t, [handle_t, STATUS_CALLBACK, c_void_p]),
+    "sock_send_to_async": (status_t, [handle_t, c_void_p, c_size_t, c_int32, c_char_p, CALLBACK, c_void_p, _size_p]),
+    "sock_recv_from_async": (status_t, [handle_t, c_void_p, c_size_t, c_int32, c_char_p, c_size_t, CALLBACK,
+                                        c_void_p, _size_p]),
+    "sock_engine_new_queue": (status_t, [POINTER(engine_p)]),
+    "sock_engine_dequeue": (status_t, [engine_p, POINTER(sock_completion), c_size_t, c_int32, _size_p]),
+    "sock_cleanup": (status_t, []),
 }
 
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():

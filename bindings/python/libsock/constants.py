@@ -17,6 +17,8 @@ INVALID_HANDLE = 0
 ADDRESS_MAX_LEN = 128
 #: ``SOCK_ENGINE_MAX_THREADS``: most threads an :class:`~libsock.Engine` takes.
 ENGINE_MAX_THREADS = 256
+#: ``SOCK_LINGER_MS_MAX``: the largest ``Option.LINGER_MS`` (INT32_MAX seconds).
+LINGER_MS_MAX = 2147483647000
 #: ``SOCK_VERSION_MAJOR/MINOR/PATCH`` of the header this binding was written for.
 VERSION_MAJOR = 0
 VERSION_MINOR = 1
@@ -121,6 +123,18 @@ class Option(enum.IntEnum):
     LINGER_MS = 10
     ASYNC_INLINE_COMPLETION = 11
     PENDING_SEND_BYTES = 12
+
+
+class Op(enum.IntEnum):
+    """``SOCK_OP_*``: ``sock_completion.operation``, what a queue engine's entry finished."""
+
+    SEND = 1
+    RECV = 2
+    CONNECT = 3
+    ACCEPT = 4
+    SHUTDOWN = 5
+    SEND_TO = 6
+    RECV_FROM = 7
 
 
 def status_of(value: int):

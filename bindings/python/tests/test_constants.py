@@ -21,10 +21,11 @@ def binding_constants() -> dict:
     out = {}
     for enum_type, prefix in [(libsock.Status, "SOCK_"), (libsock.Option, "SOCK_OPT_"),
                               (libsock.Family, "SOCK_FAMILY_"), (libsock.Type, "SOCK_TYPE_"),
-                              (libsock.Shut, "SOCK_SHUT_"), (libsock.Msg, "SOCK_MSG_")]:
+                              (libsock.Shut, "SOCK_SHUT_"), (libsock.Msg, "SOCK_MSG_"),
+                              (libsock.constants.Op, "SOCK_OP_")]:
         for member in enum_type.__members__.values():
             out[prefix + member.name] = int(member)
-    for name in ["INVALID_HANDLE", "ADDRESS_MAX_LEN", "ENGINE_MAX_THREADS",
+    for name in ["INVALID_HANDLE", "ADDRESS_MAX_LEN", "ENGINE_MAX_THREADS", "LINGER_MS_MAX",
                  "VERSION_MAJOR", "VERSION_MINOR", "VERSION_PATCH"]:
         out["SOCK_" + name] = getattr(libsock, name)
     return out
