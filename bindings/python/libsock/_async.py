@@ -144,6 +144,9 @@ def _on_complete(handle, status, nbytes, user_data):
         op.release()
         if op.kind == "recv":
             value = bytes(memoryview(op.buffer)[:nbytes])
+        elif op.kind == "recv_from":
+            data, addr = op.buffer
+            value = (bytes(memoryview(data)[:nbytes]), addr.value.decode())
         else:
             value = nbytes
         callback = op.callback
@@ -161,6 +164,46 @@ def _on_complete(handle, status, nbytes, user_data):
 
 #: The single C callback for every async operation, alive for the whole process.
 TRAMPOLINE = _lib.CALLBACK(_on_complete)
+
+
+def _run_callback(user_data, *args):
+    """Pops the operation of `user_data` and calls its callback with `args`
+    (status first); nothing may escape into C."""
+    try:
+        with _lock:
+            op = _ops.pop(user_data or 0, None)
+        if op is None:
+            return
+        op.release()
+        callback = op.callback
+        _local.depth = getattr(_local, "depth", 0) + 1
+        try:
+            callback(status_of(args[0]), *args[1:])
+        except BaseException as exc:
+            report_unraisable(exc, f"Exception ignored in libsock completion callback {callback!r}",
+                              callback)
+        finally:
+            _local.depth -= 1
+    except BaseException as exc:  # pragma: no cover - defensive
+        report_unraisable(exc, "Exception ignored in libsock completion trampoline", None)
+
+
+def _on_status(handle, status, user_data):
+    _run_callback(user_data, status)
+
+
+def _on_accept(listener, status, accepted, user_data):
+    # The new connection becomes a Socket of the listener's kind, owned by
+    # the callback (closed by its finalizer if the callback drops it).
+    with _lock:
+        op = _ops.get(user_data or 0)
+    sock = op.sock._accepted(accepted) if (op is not None and accepted) else None
+    _run_callback(user_data, status, sock)
+
+
+#: The C callbacks of connect/shutdown and of accept.
+STATUS_TRAMPOLINE = _lib.STATUS_CALLBACK(_on_status)
+ACCEPT_TRAMPOLINE = _lib.ACCEPT_CALLBACK(_on_accept)
 
 
 # --- tracing -----------------------------------------------------------------
@@ -182,7 +225,8 @@ _TRACE_TRAMPOLINE = _lib.TRACE_CALLBACK(_on_trace)
 
 #: The code of the Python functions C calls: a thread with one of these on
 #: its stack is inside a libsock callback.
-_TRAMPOLINE_CODES = (_on_complete.__code__, _on_trace.__code__)
+_TRAMPOLINE_CODES = (_on_complete.__code__, _on_trace.__code__, _on_status.__code__,
+                     _on_accept.__code__)
 
 
 def set_trace(fn: Optional[Callable[[str], Any]]) -> None:

@@ -391,6 +391,75 @@ class Socket:
             return PENDING
         return Completed(bytes(memoryview(buf)[:now]))
 
+    # --- the async connection life cycle ------------------------------------
+
+    def _accepted(self, handle: int) -> "Socket":
+        return Socket._adopt(handle, self.family, self.type)
+
+    def connect_async(self, address: Address, callback: Callable[[Status], Any]) -> AsyncResult:
+        """``sock_connect_async``: never blocks (a host name is looked up on a
+        library thread). ``Completed(None)`` when it connected inside the call
+        (a Unix socket); ``PENDING``: ``callback(status)`` runs once, on the
+        socket's engine. Sends made meanwhile queue behind the connect. Raises
+        on a synchronous failure (no callback)."""
+        addr = _address(address)
+        op = _async._Op("connect", self, callback, [])
+        status, _ = self._submit(op, lambda token, now: lib.sock_connect_async(
+            self._handle, addr, _async.STATUS_TRAMPOLINE, token))
+        return PENDING if status == Status.IO_PENDING else Completed(None)
+
+    def accept_async(self, callback: Callable[[Status, Optional["Socket"]], Any]) -> AsyncResult:
+        """``sock_accept_async`` on a listening socket: ``Completed(socket)`` when
+        a connection was waiting (no callback); ``PENDING``:
+        ``callback(status, socket_or_None)`` runs once, in submission order
+        with other accepts. The new socket is bound to this one's engine."""
+        op = _async._Op("accept", self, callback, [])
+        out = handle_t(0)
+        status, _ = self._submit(op, lambda token, now: lib.sock_accept_async(
+            self._handle, _async.ACCEPT_TRAMPOLINE, token, byref(out)))
+        if status == Status.IO_PENDING:
+            return PENDING
+        return Completed(self._accepted(out.value))
+
+    def shutdown_async(self, callback: Callable[[Status], Any]) -> AsyncResult:
+        """``sock_shutdown_async``: ends the sending side once every pending
+        send went (``Completed(None)`` at once when none was pending); later
+        sends fail with :class:`~libsock.Shutdown`. Close the socket from the
+        callback for a graceful end."""
+        op = _async._Op("shutdown", self, callback, [])
+        status, _ = self._submit(op, lambda token, now: lib.sock_shutdown_async(
+            self._handle, _async.STATUS_TRAMPOLINE, token))
+        return PENDING if status == Status.IO_PENDING else Completed(None)
+
+    def send_to_async(self, data, address: Address, callback: Callable[[Status, int], Any],
+                      flags: int = Msg.NONE) -> AsyncResult:
+        """``sock_send_to_async``: one datagram to ``address``, as :meth:`send_async`."""
+        addr = _address(address)
+        pin = Pin(data)
+        op = _async._Op("send", self, callback, [pin])
+        status, now = self._submit(op, lambda token, now: lib.sock_send_to_async(
+            self._handle, pin.address, pin.length, int(flags), addr, _async.TRAMPOLINE, token,
+            byref(now)))
+        return PENDING if status == Status.IO_PENDING else Completed(now)
+
+    def recv_from_async(self, bufsize: int, callback: Callable[[Status, Tuple[bytes, str]], Any],
+                        flags: int = Msg.NONE) -> AsyncResult:
+        """``sock_recv_from_async``: as :meth:`recv_async`, with the sender's
+        address: ``Completed((data, address))`` or ``callback(status, (data,
+        address))``."""
+        if bufsize <= 0:
+            raise ValueError("bufsize must be > 0")
+        buf = bytearray(bufsize)
+        addr = create_string_buffer(ADDRESS_MAX_LEN)  # kept alive by the operation
+        pin = Pin(buf, writable=True)
+        op = _async._Op("recv_from", self, callback, [pin], (buf, addr))
+        status, now = self._submit(op, lambda token, now: lib.sock_recv_from_async(
+            self._handle, pin.address, bufsize, int(flags), addr, ADDRESS_MAX_LEN,
+            _async.TRAMPOLINE, token, byref(now)))
+        if status == Status.IO_PENDING:
+            return PENDING
+        return Completed((bytes(memoryview(buf)[:now]), addr.value.decode()))
+
     def cancel_sends(self) -> None:
         """``sock_cancel_sends``: pending sends complete with OPERATION_ABORTED; the socket stays open."""
         check(lib.sock_cancel_sends(self._handle))
