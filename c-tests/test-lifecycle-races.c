@@ -194,12 +194,17 @@ static void count_cb(sock_handle h, sock_status s, size_t n, void *ud) {
 struct drain_arg {
   int fd;
   atomic_int stop;
+  atomic_int pause; /* set: the reader reads nothing */
 };
 
 static void *drainer(void *arg) {
   struct drain_arg *d = arg;
   static char b[256 * 1024];
   while (!atomic_load(&d->stop)) {
+    if (atomic_load(&d->pause)) {
+      sched_yield();
+      continue;
+    }
     if (!peer_readable(d->fd, 10)) continue;
     ssize_t n = recv(d->fd, b, sizeof b, 0);
     if (n <= 0) break;
@@ -210,17 +215,20 @@ static void *drainer(void *arg) {
 /* Queues batches of sends behind a stuck one, with a one-hour send
  * timeout, and lets them complete: memory must not grow with the count of
  * completed operations (each used to leave a timer entry for an hour). */
-static size_t pending_batches(sock_handle h, int batches, const uint8_t *big, size_t big_len) {
+static size_t pending_batches(sock_handle h, struct drain_arg *d, int batches, const uint8_t *big,
+                              size_t big_len) {
   enum { SMALL = 1000 };
   size_t pending = 0;
   for (int b = 0; b < batches; b++) {
     size_t before = atomic_load(&g_done), mine = 0;
+    atomic_store(&d->pause, 1); /* the big send sticks, the small ones queue behind it */
     if (sock_send_async(h, big, big_len, 0, count_cb, NULL, NULL) == SOCK_IO_PENDING) mine++;
     for (int k = 0; k < SMALL; k++) {
       sock_status s = sock_send_async(h, big, 64, 0, count_cb, NULL, NULL);
       ASSERT_STATUS2(SOCK_OK, SOCK_IO_PENDING, s);
       if (s == SOCK_IO_PENDING) mine++;
     }
+    atomic_store(&d->pause, 0);
     uint64_t t0 = now_ms();
     while (atomic_load(&g_done) < before + mine) {
       ASSERT(now_ms() - t0 < wait_bound_ms(10000));
@@ -240,13 +248,16 @@ TEST_IMPL(completed_operations_leave_nothing) {
   struct drain_arg d = {.fd = pfd};
   pthread_t th;
   ASSERT_EQ(pthread_create(&th, NULL, drainer, &d), 0);
-  pending_batches(h, 100, big, big_len); /* warm-up: rings grow to size */
+  pending_batches(h, &d, 100, big, big_len); /* warm-up: rings grow to size */
   long before = rss_kib();
-  size_t pending = pending_batches(h, 400, big, big_len);
+  size_t pending = pending_batches(h, &d, 400, big, big_len);
   long grown = rss_kib() - before;
   printf("# %zu operations went pending and completed; RSS grew by %ld KiB\n", pending, grown);
-  ASSERT_MSG(pending >= 100000, "only %zu of 400400 operations went pending", pending);
+  ASSERT_MSG(pending >= 300000, "only %zu of 400400 operations went pending", pending);
+#if !UNDER_ASAN
+  /* (ASan's quarantine keeps freed memory resident: no measure there) */
   ASSERT_MSG(grown < 1024, "RSS grew by %ld KiB over %zu completed operations", grown, pending);
+#endif
   atomic_store(&d.stop, 1);
   ASSERT_OK(sock_close(h));
   ASSERT_EQ(pthread_join(th, NULL), 0);
