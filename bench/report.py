@@ -224,8 +224,8 @@ def main():
     # sock_recv_async on a manual engine vs libuv's uv_read_start.
     for c in sorted({k[0] for k in R.d if k[0].startswith("recv-")}, key=recv_order):
         ratio_rows.append((f"{c} vs recv(2)", c, "libsock", "recv", "GB_per_s", False, 0.97))
-        a = "recvasync-" + c[len("recv-"):]
-        ratio_rows.append((f"{a} vs libuv", a, "libsock-manual", "libuv", "GB_per_s", False, 1.0))
+        ac = "recvasync-" + c[len("recv-"):]
+        ratio_rows.append((f"{ac} vs libuv", ac, "libsock-manual", "libuv", "GB_per_s", False, 1.0))
     info_rows = []
     for c in ASYNC:
         if "64conn" in c:
