@@ -135,50 +135,34 @@ def report_unraisable(exc: BaseException, message: str, obj: Any) -> None:
 
 def _on_complete(handle, status, nbytes, user_data):
     # Runs on an engine thread (or inside Engine.poll); ctypes holds the GIL.
-    # Nothing may escape into C.
-    try:
-        with _lock:
-            op = _ops.pop(user_data or 0, None)
-        if op is None:
-            return
-        op.release()
+    def value(op):
         if op.kind == "recv":
-            value = bytes(memoryview(op.buffer)[:nbytes])
-        elif op.kind == "recv_from":
+            return (bytes(memoryview(op.buffer)[:nbytes]),)
+        if op.kind == "recv_from":
             data, addr = op.buffer
-            value = (bytes(memoryview(data)[:nbytes]), addr.value.decode())
-        else:
-            value = nbytes
-        callback = op.callback
-        _local.depth = getattr(_local, "depth", 0) + 1
-        try:
-            callback(status_of(status), value)
-        except BaseException as exc:
-            report_unraisable(exc, f"Exception ignored in libsock completion callback {callback!r}",
-                              callback)
-        finally:
-            _local.depth -= 1
-    except BaseException as exc:  # pragma: no cover - defensive
-        report_unraisable(exc, "Exception ignored in libsock completion trampoline", None)
+            return ((bytes(memoryview(data)[:nbytes]), addr.value.decode()),)
+        return (nbytes,)
+    _run_callback(user_data, status, value)
 
 
 #: The single C callback for every async operation, alive for the whole process.
 TRAMPOLINE = _lib.CALLBACK(_on_complete)
 
 
-def _run_callback(user_data, *args):
-    """Pops the operation of `user_data` and calls its callback with `args`
-    (status first); nothing may escape into C."""
+def _run_callback(user_data, status, args=lambda op: ()):
+    """Pops the operation of `user_data` and calls its callback with the
+    status and `args(op)`; nothing may escape into C."""
     try:
         with _lock:
             op = _ops.pop(user_data or 0, None)
         if op is None:
             return
+        extra = args(op)
         op.release()
         callback = op.callback
         _local.depth = getattr(_local, "depth", 0) + 1
         try:
-            callback(status_of(args[0]), *args[1:])
+            callback(status_of(status), *extra)
         except BaseException as exc:
             report_unraisable(exc, f"Exception ignored in libsock completion callback {callback!r}",
                               callback)
@@ -195,10 +179,7 @@ def _on_status(handle, status, user_data):
 def _on_accept(listener, status, accepted, user_data):
     # The new connection becomes a Socket of the listener's kind, owned by
     # the callback (closed by its finalizer if the callback drops it).
-    with _lock:
-        op = _ops.get(user_data or 0)
-    sock = op.sock._accepted(accepted) if (op is not None and accepted) else None
-    _run_callback(user_data, status, sock)
+    _run_callback(user_data, status, lambda op: (op.sock._accepted(accepted) if accepted else None,))
 
 
 #: The C callbacks of connect/shutdown and of accept.
