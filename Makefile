@@ -247,7 +247,7 @@ VALGRIND_SKIP := async_callback_chain_million_steps async_callback_chain_inline_
     fork_child_sockets_and_engines trace_fork_child_not_held_by_parent_calls \
     fork_child_close_busy_socket completed_operations_leave_nothing \
     fork_child_close_never_hangs completed_sends_leave_nothing_behind \
-    accept_async_out_of_descriptors
+    accept_async_out_of_descriptors async_accept_emfile_no_spin
 test-valgrind: build
 	$(MAKE) -C c-tests all
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; \

@@ -191,6 +191,23 @@
   X(shutdown_async_after_32mib_then_fin) \
   X(close_fin_when_sent_rst_when_discarded) \
   X(datagrams_async_v4_v6) \
+  /* test-async-lifecycle-calls.c */ \
+  X(async_connect_refused) \
+  X(async_connect_timed_out) \
+  X(async_connect_localhost) \
+  X(async_connect_sends_queue_behind) \
+  X(async_connect_cancel_sends_leaves_connect) \
+  X(async_connect_close_while_connecting) \
+  X(async_connect_unix_inline) \
+  X(async_accept_order) \
+  X(async_accept_chain_no_recursion) \
+  X(async_accept_timeout) \
+  X(async_accept_emfile_no_spin) \
+  X(async_shutdown_32mib_drained_then_fin) \
+  X(async_close_unsent_resets_else_fin) \
+  X(async_datagrams_ipv4) \
+  X(async_datagrams_ipv6) \
+  X(async_connection_bad_arguments_no_callback) \
   /* end */
 
 #endif /* TEST_LIST_H */
