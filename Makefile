@@ -26,7 +26,7 @@ build:
 header:
 	SOCK_REGEN_HEADER=1 $(CARGO) build --release
 
-EXAMPLES := examples/build/demo examples/build/async_demo
+EXAMPLES := examples/build/demo examples/build/async_demo examples/build/http_server
 
 examples: build $(EXAMPLES)
 
