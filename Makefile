@@ -15,7 +15,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz test-valgrind test-loom soak lint clean
+.PHONY: all build header examples demo test test-http test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz test-valgrind test-loom soak lint clean
 
 all: build examples
 
@@ -39,7 +39,18 @@ demo: examples
 	./examples/build/async_demo
 	$(MAKE) --no-print-directory -C tests/cpp demo
 
-test: build test-rust test-c test-cpp test-readme test-packaging test-python
+test: build test-rust test-c test-cpp test-readme test-packaging test-python test-http
+
+# examples/http_server (tests/http_server.sh): curl, pipelining, 400/431,
+# resets, 1,000 connections, a slow reader; plain and under ASan+UBSan.
+HTTP_TEST_BUILD := tests/http/build
+test-http: build examples/build/http_server
+	@mkdir -p $(HTTP_TEST_BUILD)
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread tests/http/http_client.c -o $(HTTP_TEST_BUILD)/http_client
+	$(CC) $(EXAMPLE_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    examples/http_server.c -o $(HTTP_TEST_BUILD)/http_server_asan $(EXAMPLE_LDFLAGS)
+	./tests/http_server.sh examples/build/http_server $(HTTP_TEST_BUILD)/http_client
+	./tests/http_server.sh $(HTTP_TEST_BUILD)/http_server_asan $(HTTP_TEST_BUILD)/http_client
 
 test-rust:
 	$(CARGO) test --release
@@ -161,5 +172,5 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf examples/build
+	rm -rf examples/build tests/http/build
 	$(MAKE) -C c-tests clean
