@@ -15,7 +15,7 @@ LIBDIR := target/release
 EXAMPLE_CFLAGS := -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread -Iinclude
 EXAMPLE_LDFLAGS := -L$(LIBDIR) -lsock -Wl,-rpath,$(abspath $(LIBDIR))
 
-.PHONY: all build header examples demo test test-http test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick fuzz test-valgrind test-loom soak lint clean
+.PHONY: all build header examples demo test test-http test-rust test-c test-cpp test-readme test-packaging test-python install bench bench-quick bench-server fuzz test-valgrind test-loom soak lint clean
 
 all: build examples
 
@@ -121,7 +121,12 @@ bench: build
 	$(MAKE) -C bench run
 
 bench-quick: build
-	$(MAKE) -C bench quick
+	$(MAKE) -C bench quick server-quick
+
+# The HTTP server under wrk against libuv and epoll responders
+# (bench/README.md): -> bench/results/server.md (REPS=3 SERVER_SECONDS=5 by default).
+bench-server: build
+	$(MAKE) -C bench server REPS=$(or $(REPS),3)
 
 # The C tests under valgrind memcheck: any error, or any definitely lost
 # byte, fails the test. valgrind runs one thread at a time, so tests whose
