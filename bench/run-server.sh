@@ -94,10 +94,11 @@ to_us() {
 
 trial() { # rep who case conns body
     local rep=$1 who=$2 case_id=$3 conns=$4 bodylen=$5
+    rm -f "$tmp/out" "$tmp/err" # never the previous server's line
     "./${bin[$who]}" --body "$bodylen" 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
     local pid=$!
-    for _ in $(seq 100); do
-        [ -s "$tmp/out" ] && break
+    for _ in $(seq 200); do
+        grep -q '^listening on' "$tmp/out" 2>/dev/null && break
         sleep 0.05
     done
     local port

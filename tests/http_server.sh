@@ -21,10 +21,13 @@ ok() { checks=$((checks + 1)); echo "test-http ($name): ok: $*"; }
 
 # start_server ARGS...: starts it, checks the first line, sets pid and port.
 start_server() {
+    # A fresh file: the old one could otherwise be read (with the previous
+    # server's port) before the new process has truncated it.
+    rm -f "$tmp/out" "$tmp/err"
     "$server" "$@" 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
     pid=$!
-    for _ in $(seq 100); do
-        [ -s "$tmp/out" ] && break
+    for _ in $(seq 200); do
+        grep -q '^listening on .*$' "$tmp/out" 2>/dev/null && break
         sleep 0.05
     done
     line=$(head -n1 "$tmp/out")
