@@ -2,7 +2,8 @@
 #   make demo    builds everything and runs the loopback demo
 #   make test    runs every test: cargo test, the C tests (plain and under
 #                ASan+UBSan), the C++ wrapper's tests, the README's C blocks,
-#                packaging, the Python tests, the Node tests, the FFI (Mono) test
+#                packaging, the Python tests, the Node tests, the FFI (Mono) test,
+#                the HTTP server example (curl and a C client)
 # Installing: make install / make uninstall (PREFIX, DESTDIR, LIBDIR, ... below).
 
 CARGO  ?= cargo
@@ -37,7 +38,7 @@ docdir     := $(call under_prefix,$(DOCDIR))
 pkgconfigdir := $(libdir)/pkgconfig
 cmakedir   := $(libdir)/cmake/sock
 
-.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python test-node test-ffi install uninstall man api-doc abi-check abi-update bench bench-quick fuzz test-valgrind test-loom soak lint clean
+.PHONY: all build header examples demo test test-rust test-c test-cpp test-readme test-packaging test-python test-node test-ffi test-http install uninstall man api-doc abi-check abi-update bench bench-quick bench-server fuzz test-valgrind test-loom soak lint clean
 
 all: build examples
 
@@ -50,7 +51,7 @@ header:
 	SOCK_REGEN_HEADER=1 $(CARGO) build --release
 	python3 tools/mkman.py markdown include/sock.h docs/api.md
 
-EXAMPLES := examples/build/demo examples/build/async_demo examples/build/async_echo
+EXAMPLES := examples/build/demo examples/build/async_demo examples/build/async_echo examples/build/http_server
 
 examples: build $(EXAMPLES)
 
@@ -64,7 +65,19 @@ demo: examples
 	./examples/build/async_echo
 	$(MAKE) --no-print-directory -C tests/cpp demo
 
-test: build test-rust test-c test-cpp test-readme test-packaging test-python test-node test-ffi
+test: build test-rust test-c test-cpp test-readme test-packaging test-python test-node test-ffi test-http
+
+
+# examples/http_server (tests/http_server.sh): curl, pipelining, 400/431,
+# resets, 1,000 connections, a slow reader; plain and under ASan+UBSan.
+HTTP_TEST_BUILD := tests/http/build
+test-http: build examples/build/http_server
+	@mkdir -p $(HTTP_TEST_BUILD)
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -O2 -g -pthread tests/http/http_client.c -o $(HTTP_TEST_BUILD)/http_client
+	$(CC) $(EXAMPLE_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    examples/http_server.c -o $(HTTP_TEST_BUILD)/http_server_asan $(EXAMPLE_LDFLAGS)
+	./tests/http_server.sh examples/build/http_server $(HTTP_TEST_BUILD)/http_client
+	./tests/http_server.sh $(HTTP_TEST_BUILD)/http_server_asan $(HTTP_TEST_BUILD)/http_client
 
 test-rust:
 	$(CARGO) test --release
@@ -218,7 +231,12 @@ bench: build
 	$(MAKE) -C bench run
 
 bench-quick: build
-	$(MAKE) -C bench quick
+	$(MAKE) -C bench quick server-quick
+
+# The HTTP server under wrk against libuv and epoll responders
+# (bench/README.md): -> bench/results/server.md (REPS=3 SERVER_SECONDS=5 by default).
+bench-server: build
+	$(MAKE) -C bench server REPS=$(or $(REPS),3)
 
 # The C tests under valgrind memcheck: any error, or any definitely lost
 # byte, fails the test. valgrind runs one thread at a time, so tests whose
@@ -276,5 +294,5 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf examples/build
+	rm -rf examples/build tests/http/build
 	$(MAKE) -C c-tests clean

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""The server benchmark's report (run-server.sh): requests/s, p50 and p99
+latency of the three HTTP responders under wrk, and the ratios libsock ÷
+libuv and libsock ÷ epoll with distribution-free confidence intervals of
+the median per-repetition ratio (median_ci of report.py)."""
+import argparse
+import sys
+
+from report import CI_LEVEL, Results, fmt, fmt_rate, load, table, target_status
+
+CASES = [("server-13B-c1", "13 B, 1 conn"), ("server-13B-c64", "13 B, 64 conns"),
+         ("server-13B-c1000", "13 B, 1,000 conns"), ("server-64KiB-c64", "64 KiB, 64 conns")]
+WHO = ["libsock", "libuv", "epoll"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--failed", default="")
+    a = ap.parse_args()
+    R = Results(load(a.raw))
+    machine = open(a.machine).read().rstrip()
+    L = []
+    w = L.append
+    w("# libsock server benchmark (wrk against three HTTP responders)\n")
+    w("```\n" + machine + "\n```\n")
+    if a.failed.strip():
+        w(f"**FAILED trials: {a.failed.strip()}** — their numbers are missing or partial.\n")
+    w("`wrk -t1 -cC -dD --latency` against `examples/http_server` (libsock, one engine thread), the same "
+      "responder on libuv (`bench/http_uv.c`) and on an edge-triggered epoll loop (`bench/http_epoll.c`), "
+      "each on one thread, each trial a fresh server; the servers of a case run interleaved in the order of "
+      "a row of a balanced Latin square. A ratio is the median of the per-repetition ratios, with a "
+      "distribution-free confidence interval (CI) of that median (order statistics; with 3 repetitions "
+      "the CI is the smallest to the largest ratio and covers the median with 75 % only). wrk and the "
+      "server share the machine's 2 cores.\n")
+
+    w("## Ratios and targets\n")
+    w("Requests/s: libsock ÷ baseline, higher is better. p99: libsock ÷ libuv, lower is better (target "
+      "≤ 1.0; the status reads it as libuv ÷ libsock ≥ 1.0).\n")
+    rows = []
+    covers = set()
+    for case, label in CASES:
+        for base, target in (("libuv", 1.0), ("epoll", 0.9)):
+            p = R.paired(case, "libsock", base, "rps")
+            if p is None:
+                continue
+            med, lo, hi, cover, n = p
+            covers.add(f"{cover:.0%} with {n} repetition(s)")
+            rows.append([f"{label} vs {base}", "requests/s", f"{med:.3f}", f"{lo:.2f} – {hi:.2f}",
+                         f"≥ {target}", target_status(med, lo, hi, cover, target)])
+        p = R.paired(case, "libsock", "libuv", "p99_us", invert=True)
+        if p is not None:
+            med, lo, hi, cover, n = p
+            rows.append([f"{label} vs libuv", "p99 (libuv ÷ libsock)", f"{med:.3f}", f"{lo:.2f} – {hi:.2f}",
+                         "≥ 1.0", target_status(med, lo, hi, cover, 1.0)])
+        for base in ("libuv", "epoll"):
+            p = R.paired(case, "libsock", base, "p50_us", invert=True)
+            if p is not None:
+                med, lo, hi, cover, n = p
+                rows.append([f"{label} vs {base}", f"p50 ({base} ÷ libsock)", f"{med:.3f}",
+                             f"{lo:.2f} – {hi:.2f}", "—", "info"])
+    w(table(["case", "metric", "ratio", "CI", "target", "status"], rows))
+    if covers:
+        w(f"\nCI confidence: {', '.join(sorted(covers))}"
+          + (" (below the report's usual 90 %: too few repetitions)" if any(
+              c.startswith(('75', '50')) for c in covers) else "") + ".\n")
+
+    w("\n## Medians per server\n")
+    w("`CPU µs/req`: user + system time of the server process (all its threads) per request answered.\n")
+    rows = []
+    for case, label in CASES:
+        for who in WHO:
+            m = R.med(case, who, "rps")
+            if m is None:
+                continue
+            rows.append([label, who, fmt_rate(m), fmt(R.med(case, who, "p50_us"), 0),
+                         fmt(R.med(case, who, "p99_us"), 0), fmt(R.med(case, who, "cpu_us_per_req"), 2)])
+    w(table(["case", "server", "requests/s", "p50 µs", "p99 µs", "CPU µs/req"], rows))
+
+    w("\n## Every trial\n")
+    rows = []
+    for case, label in CASES:
+        for who in WHO:
+            v = R.d.get((case, who, "rps"), {})
+            if v:
+                rows.append([label, who, " ".join(fmt_rate(v[k]) for k in sorted(v))])
+    w(table(["case", "server", "requests/s by repetition"], rows))
+    with open(a.out, "w") as f:
+        f.write("\n".join(L))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
