@@ -5,7 +5,7 @@ use std::ffi::c_void;
 
 use crate::asyncio;
 use crate::completion::{Callback, Notify, UserData, SOCK_OP_RECV, SOCK_OP_SEND};
-use crate::ffi::{try_non_null, try_socket, write_opt, MAX_LEN};
+use crate::ffi::{try_socket, write_opt, MAX_LEN};
 use crate::handle::sock_handle;
 use crate::panic::ffi_boundary;
 use crate::queue::AddressOut;
@@ -232,36 +232,45 @@ pub extern "C" fn sock_recv_async(
     ffi_boundary! {
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(received_now, 0) };
-        try_non_null!(buf);
-        if cap > MAX_LEN {
-            return SOCK_INVALID_ARGUMENT;
-        }
-        if cap == 0 {
-            // No room for a byte: such a receive could only complete with 0
-            // bytes, which means end of stream.
-            return SOCK_INVALID_ARGUMENT;
-        }
+        let os_flags = match recv_args(buf, cap, flags) {
+            Ok(f) => f,
+            Err(status) => return status,
+        };
         let notify = on_done.map_or(Notify::None, Notify::Bytes);
         let callback = Callback::new(notify, SOCK_OP_RECV, user_data, "recv_async");
-        submit_recv(h, buf, cap, flags, None, callback, received_now)
+        submit_recv(h, buf, cap, os_flags, None, callback, received_now)
     }
 }
 
-/// Submits a receive (flags checked here; the rest by the caller) and
-/// writes `*received_now`.
+/// The checks every async receive makes before it looks at the handle:
+/// `buf` not NULL (SOCK_FAULT), `cap` from 1 to PTRDIFF_MAX (0 could only
+/// complete with 0 bytes, which means end of stream) and `flags`
+/// (SOCK_INVALID_ARGUMENT). Returns the OS's flags.
+pub(super) fn recv_args(
+    buf: *mut c_void,
+    cap: usize,
+    flags: i32,
+) -> Result<libc::c_int, sock_status> {
+    if buf.is_null() {
+        return Err(SOCK_FAULT);
+    }
+    if cap == 0 || cap > MAX_LEN {
+        return Err(SOCK_INVALID_ARGUMENT);
+    }
+    sys::recv_flags(flags).map_err(report)
+}
+
+/// Submits a receive whose arguments `recv_args` checked, and writes
+/// `*received_now`.
 pub(super) fn submit_recv(
     h: sock_handle,
     buf: *mut c_void,
     cap: usize,
-    flags: i32,
+    os_flags: libc::c_int,
     from: Option<AddressOut>,
     callback: Callback,
     received_now: *mut usize,
 ) -> sock_status {
-    let os_flags = match sys::recv_flags(flags) {
-        Ok(f) => f,
-        Err(e) => return report(e),
-    };
     let (status, n) = asyncio::submit(h, |sock| {
         asyncio::recv_async(sock, h, buf.cast(), cap, os_flags, from, callback)
     });

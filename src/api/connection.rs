@@ -24,7 +24,7 @@ use crate::sys;
 use crate::table;
 use crate::trace;
 
-use super::asyncio::{sock_recv_callback, sock_send_callback, submit_recv};
+use super::asyncio::{recv_args, sock_recv_callback, sock_send_callback, submit_recv};
 
 /// Completion callback of `sock_connect_async` and `sock_shutdown_async`:
 /// the operation's final status (SOCK_OK, SOCK_CONNECTION_REFUSED,
@@ -254,12 +254,12 @@ pub extern "C" fn sock_recv_from_async(
     ffi_boundary! {
         // SAFETY: NULL or a size_t (C's promise).
         unsafe { write_opt(received_now, 0) };
-        try_non_null!(buf);
-        if cap == 0 || cap > MAX_LEN || address_cap > MAX_LEN {
+        let os_flags = match recv_args(buf, cap, flags) {
+            Ok(f) => f,
+            Err(status) => return status,
+        };
+        if address_cap > MAX_LEN {
             return SOCK_INVALID_ARGUMENT;
-        }
-        if let Err(e) = sys::recv_flags(flags) {
-            return report(e);
         }
         let Some(family) = table::with(h, |sock| sock.family) else {
             return SOCK_NOT_SOCKET;
@@ -273,6 +273,6 @@ pub extern "C" fn sock_recv_from_async(
         };
         let notify = on_done.map_or(Notify::None, Notify::Bytes);
         let cb = Callback::new(notify, SOCK_OP_RECV_FROM, user_data, "recv_from_async");
-        submit_recv(h, buf, cap, flags, from, cb, received_now)
+        submit_recv(h, buf, cap, os_flags, from, cb, received_now)
     }
 }
