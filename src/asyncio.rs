@@ -259,8 +259,12 @@ fn deadline_after(timeout_ms: u32) -> Option<Instant> {
     (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms.into()))
 }
 
-/// Keeps the socket's one timer entry at or before a new deadline.
-fn arm_deadline(q: &mut QueueState, lp: &Loop, h: sock_handle, at: Instant) {
+/// Keeps the socket's one timer entry at or before the deadline of an
+/// operation just queued (none: nothing to do).
+fn arm_deadline(q: &mut QueueState, lp: &Loop, h: sock_handle, deadline: Option<Instant>) {
+    let Some(at) = deadline else {
+        return;
+    };
     if q.timer_at.map_or(true, |t| at < t) {
         lp.set_timer(h, q.timer_at, Some(at));
         q.timer_at = Some(at);
@@ -452,9 +456,7 @@ fn after_first_try(
     };
     let deadline = deadline_after(sock.options.send_timeout_ms());
     q.push_send(SendOp::new(total, sent, os_flags, deadline, callback), iov);
-    if let Some(at) = deadline {
-        arm_deadline(&mut q, &lp, h, at);
-    }
+    arm_deadline(&mut q, &lp, h, deadline);
     (SOCK_IO_PENDING, sent)
 }
 
@@ -524,9 +526,7 @@ pub fn recv_async(
         deadline,
         callback,
     });
-    if let Some(at) = deadline {
-        arm_deadline(&mut q, &lp, h, at);
-    }
+    arm_deadline(&mut q, &lp, h, deadline);
     (SOCK_IO_PENDING, 0)
 }
 
@@ -883,9 +883,7 @@ pub fn connect_async(
     }
     let deadline = op.deadline;
     q.push_connect(op);
-    if let Some(at) = deadline {
-        arm_deadline(&mut q, &lp, h, at);
-    }
+    arm_deadline(&mut q, &lp, h, deadline);
     (SOCK_IO_PENDING, 0)
 }
 
@@ -1061,9 +1059,7 @@ pub fn accept_async(
     };
     let deadline = deadline_after(sock.options.recv_timeout_ms());
     q.push_accept(AcceptOp { deadline, callback });
-    if let Some(at) = deadline {
-        arm_deadline(&mut q, &lp, h, at);
-    }
+    arm_deadline(&mut q, &lp, h, deadline);
     (SOCK_IO_PENDING, 0)
 }
 
@@ -1143,8 +1139,6 @@ pub fn send_to_async(
     let mut op = SendOp::new(req.total, 0, req.os_flags, deadline, req.callback);
     op.to = Some(Box::new(to.clone()));
     q.push_send(op, req.iov);
-    if let Some(at) = deadline {
-        arm_deadline(&mut q, &lp, h, at);
-    }
+    arm_deadline(&mut q, &lp, h, deadline);
     (SOCK_IO_PENDING, 0)
 }
