@@ -39,33 +39,55 @@ static void never_called(sock_handle hh, sock_status s, size_t n, void *ud) {
     die("the callback ran (status %d): the send did not complete inline", (int)s);
 }
 
-static inline void one_call(enum mode m) {
+/* One call of each kind. The mode is chosen once per loop, not per call,
+ * so that every mode's loop costs the same few instructions around its
+ * call (see run_calls). */
+static inline void one_send(void) {
     const unsigned char *p = pattern_at(sent_msgs * MSG);
     sent_msgs++;
-    if (m == M_SEND) {
-        if (send(fd, p, MSG, MSG_NOSIGNAL) != MSG)
-            die_errno("send");
-    } else if (m == M_SOCK_SEND) {
-        if (sock_send(h, p, MSG, SOCK_MSG_NONE, NULL) != SOCK_OK)
-            die("sock_send failed");
-    } else {
-        sock_status s = sock_send_async(h, p, MSG, SOCK_MSG_NONE, never_called, NULL, NULL);
-        if (s != SOCK_OK)
-            die("sock_send_async returned %d, not SOCK_OK (inline)", (int)s);
+    if (send(fd, p, MSG, MSG_NOSIGNAL) != MSG)
+        die_errno("send");
+}
+
+static inline void one_sock_send(void) {
+    const unsigned char *p = pattern_at(sent_msgs * MSG);
+    sent_msgs++;
+    if (sock_send(h, p, MSG, SOCK_MSG_NONE, NULL) != SOCK_OK)
+        die("sock_send failed");
+}
+
+static inline void one_sock_send_async(void) {
+    const unsigned char *p = pattern_at(sent_msgs * MSG);
+    sent_msgs++;
+    sock_status s = sock_send_async(h, p, MSG, SOCK_MSG_NONE, never_called, NULL, NULL);
+    if (s != SOCK_OK)
+        die("sock_send_async returned %d, not SOCK_OK (inline)", (int)s);
+}
+
+/* n calls of the chosen kind: one loop per mode, each the same around its
+ * call (counter, pattern_at, the call, the check of its result). */
+static inline void calls(enum mode m, uint64_t n) {
+    switch (m) {
+    case M_SEND:
+        for (uint64_t i = 0; i < n; i++)
+            one_send();
+        break;
+    case M_SOCK_SEND:
+        for (uint64_t i = 0; i < n; i++)
+            one_sock_send();
+        break;
+    case M_SOCK_SEND_ASYNC:
+        for (uint64_t i = 0; i < n; i++)
+            one_sock_send_async();
+        break;
     }
 }
 
 /* Not collected. */
-__attribute__((noinline)) static void warm_up(enum mode m) {
-    for (int i = 0; i < WARMUP; i++)
-        one_call(m);
-}
+__attribute__((noinline)) static void warm_up(enum mode m) { calls(m, WARMUP); }
 
 /* The only function callgrind collects (--toggle-collect=run_calls). */
-__attribute__((noinline)) static void run_calls(enum mode m, uint64_t n) {
-    for (uint64_t i = 0; i < n; i++)
-        one_call(m);
-}
+__attribute__((noinline)) static void run_calls(enum mode m, uint64_t n) { calls(m, n); }
 
 int main(int argc, char **argv) {
     enum mode m;
