@@ -382,30 +382,37 @@ pub fn send_async_one(
         return None;
     }
     let len = one[0].iov_len;
-    let (q, first) = io::first_send_one(sock, one, |q| match &q.home {
+    let may_send = |q: &QueueState| match &q.home {
         Home::Unbound => true,
         Home::Bound(lp) => lp.in_this_process() && !lp.is_stopped(),
         Home::Closed => false,
-    })?;
-    match first {
-        Ok(n) if n == len => Some((SOCK_OK, n)),
-        first => {
-            let req = SendRequest {
-                iov: one,
-                total: len,
-                os_flags: sys::SEND_FLAGS_NONE,
-                callback: Callback::new(
-                    Notify::Bytes(func),
-                    SOCK_OP_SEND,
-                    user_data.0,
-                    "send_async",
-                ),
-            };
-            match after_first_try(q, sock, h, req, Some(first)) {
-                (NEEDS_DEFAULT_ENGINE, _) => None,
-                outcome => Some(outcome),
-            }
-        }
+    };
+    let rest = move |q, first| send_async_rest(q, sock, h, one, func, user_data, first);
+    io::first_send_one(sock, one, may_send, || Some((SOCK_OK, len)), rest)?
+}
+
+/// `send_async_one` when its `send` did not take every byte: the rest of
+/// the send as `after_first_try` does it (out of line, as is rare).
+#[cold]
+#[inline(never)]
+fn send_async_rest(
+    q: QueueGuard<'_>,
+    sock: &Socket,
+    h: sock_handle,
+    one: &[libc::iovec; 1],
+    func: BytesFn,
+    user_data: UserData,
+    first: Result<usize>,
+) -> Option<(sock_status, usize)> {
+    let req = SendRequest {
+        iov: one,
+        total: one[0].iov_len,
+        os_flags: sys::SEND_FLAGS_NONE,
+        callback: Callback::new(Notify::Bytes(func), SOCK_OP_SEND, user_data.0, "send_async"),
+    };
+    match after_first_try(q, sock, h, req, Some(first)) {
+        (NEEDS_DEFAULT_ENGINE, _) => None,
+        outcome => Some(outcome),
     }
 }
 

@@ -9,6 +9,8 @@
 //! exception: a blocking receive with no timeout on a connected stream
 //! waits inside `recv` itself (`Socket::kernel_may_wait`).
 
+use std::sync::Arc;
+
 use socket2::SockAddr;
 
 use crate::queue::{QueueGuard, QueueState};
@@ -17,7 +19,9 @@ use crate::status::{
     Error, Result, SOCK_DESTINATION_ADDRESS_REQUIRED, SOCK_MESSAGE_SIZE, SOCK_NOT_CONNECTED,
     SOCK_WOULD_BLOCK,
 };
-use crate::sys::{first_window, recv_once, send_once, Received, IOV_MAX, SEND_FLAGS_NONE};
+use crate::sys::{
+    first_window, recv_once, send_once, send_syscall, Received, IOV_MAX, SEND_FLAGS_NONE,
+};
 use crate::wait::Deadline;
 
 /// Segments copied to the stack when a send resumes inside a segment.
@@ -100,60 +104,84 @@ pub(crate) fn first_send<'a>(
     Ok((q, first))
 }
 
-/// What `send_fast_one` got to.
-pub enum FastOne<T = Fast> {
-    /// Every byte went.
-    Sent,
-    /// Nothing was done: the general `send_fast` must run.
-    NotTried,
-    /// Anything else, as `send_fast` reports it (or what the caller made
-    /// of that, see `map`).
-    Other(T),
-}
-
-impl<T> FastOne<T> {
-    /// Transforms the `Other` case, keeping the other two.
-    #[inline]
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> FastOne<U> {
-        match self {
-            FastOne::Sent => FastOne::Sent,
-            FastOne::NotTried => FastOne::NotTried,
-            FastOne::Other(t) => FastOne::Other(f(t)),
-        }
-    }
-}
-
 /// The start both short paths share (`send_fast_one` and
 /// `asyncio::send_async_one`): on a connected stream whose queue is idle
 /// and passes `may_send`, the queue lock and one `send` of the non-empty
-/// segment. `None` when that does not hold: nothing was done.
+/// segment. When every byte went, the lock is released and `all_sent`
+/// says what that means; otherwise the lock and the `send`'s result go to
+/// `rest`, out of line. `None` when the send was not tried: nothing was
+/// done. (Two continuations rather than a returned pair, so that the hot
+/// path's outcome stays in registers.)
 #[inline]
-pub fn first_send_one<'a>(
+pub fn first_send_one<'a, R>(
     sock: &'a Socket,
     one: &[libc::iovec; 1],
     may_send: impl FnOnce(&QueueState) -> bool,
-) -> Option<(QueueGuard<'a>, Result<usize>)> {
-    if sock.kind != Kind::Stream || sock.state() != State::Connected || one[0].iov_len == 0 {
+    all_sent: impl FnOnce() -> R,
+    rest: impl FnOnce(QueueGuard<'a>, Result<usize>) -> R,
+) -> Option<R> {
+    let len = one[0].iov_len;
+    if sock.kind != Kind::Stream || sock.state() != State::Connected || len == 0 {
         return None;
     }
     let idle = sock.queue.lock_if_idle()?;
     if !may_send(&idle) {
         return None;
     }
-    let result = send_once(sock, one, None, SEND_FLAGS_NONE);
-    Some((idle, result))
+    let n = send_syscall(sock, one, None, SEND_FLAGS_NONE);
+    if n >= 0 && n as usize == len {
+        drop(idle);
+        return Some(all_sent());
+    }
+    Some(rest(idle, short_send_result(sock, one[0], n)))
+}
+
+/// The result of `first_send_one`'s `send` when it did not take every
+/// byte, as `send_once` gives it: errno read first, `EINTR` retried.
+#[cold]
+#[inline(never)]
+fn short_send_result(sock: &Socket, one: libc::iovec, n: isize) -> Result<usize> {
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    match Error::last_os_error() {
+        e if e.errno == libc::EINTR => send_once(sock, &[one], None, SEND_FLAGS_NONE),
+        e => Err(e),
+    }
+}
+
+/// What `send_fast_one` got to.
+pub enum FastOne<T> {
+    /// Every byte went.
+    Sent,
+    /// Nothing was done: the general `send_fast` must run.
+    NotTried,
+    /// Anything else, as `send_fast` reports it (or what the caller made
+    /// of that).
+    Other(T),
 }
 
 /// `sock_send`'s common case on one short code path: one segment, no
-/// flags, a connected stream nobody else is writing to.
+/// flags, a connected stream nobody else is writing to. Anything but
+/// `Sent` and `NotTried` goes through `other` (off the hot path), so that
+/// the hot path's outcome fits in registers.
 #[inline]
-pub fn send_fast_one(sock: &Socket, one: &[libc::iovec; 1]) -> FastOne {
-    let len = one[0].iov_len;
-    match first_send_one(sock, one, |_| true) {
-        None => FastOne::NotTried,
-        Some((_, Ok(n))) if n == len => FastOne::Sent,
-        Some((idle, result)) => FastOne::Other(after_first_send(sock, idle, result, len)),
-    }
+pub fn send_fast_one<T>(
+    sock: &Arc<Socket>,
+    one: &[libc::iovec; 1],
+    other: impl FnOnce(&Arc<Socket>, Fast) -> T,
+) -> FastOne<T> {
+    let first = first_send_one(
+        sock,
+        one,
+        |_| true,
+        || FastOne::Sent,
+        |idle, result| {
+            let fast = after_first_send(sock, idle, result, one[0].iov_len);
+            FastOne::Other(other(sock, fast))
+        },
+    );
+    first.unwrap_or(FastOne::NotTried)
 }
 
 /// What a fast path does after its first system call: report, or keep the

@@ -92,9 +92,10 @@ pub(crate) fn send_once(
     }
 }
 
-/// The system call itself: its return value, errno set when negative.
+/// The system call itself: its return value, errno set when negative
+/// (`EINTR` is not retried; `send_once` does that).
 #[inline]
-fn send_syscall(
+pub(crate) fn send_syscall(
     sock: &Socket,
     iov: &[libc::iovec],
     to: Option<&SockAddr>,

@@ -107,6 +107,13 @@ fn go_on(sock: &Arc<Socket>, fast: Fast) -> Next {
     }
 }
 
+/// `go_on` for `sock_send`'s short path, whose outcome must stay one
+/// register wide; the allocation is only on the way to waiting or failing.
+#[cold]
+fn go_on_boxed(sock: &Arc<Socket>, fast: Fast) -> Box<Next> {
+    Box::new(go_on(sock, fast))
+}
+
 /// Finishes a send after its fast path (outside the table's lock).
 #[inline(never)]
 fn finish_send(
@@ -121,6 +128,31 @@ fn finish_send(
             io::send_slow(&w.sock, iov, total, os_flags, None, w.sent, w.turn_taken)
         }
     }
+}
+
+/// `sock_send`'s short path when it did not send everything (out of line,
+/// to keep the short one short): finishes the send it started, or runs
+/// the general path where it did not try (which also reports a bad
+/// handle).
+#[cold]
+#[inline(never)]
+fn send_not_sent(
+    h: sock_handle,
+    fast: Option<FastOne<Box<Next>>>,
+    buf: *const c_void,
+    len: usize,
+    sent: *mut usize,
+) -> sock_status {
+    let one = &single(buf, len);
+    let outcome = match fast {
+        Some(FastOne::Other(rest)) => finish_send(*rest, one, len, sys::SEND_FLAGS_NONE),
+        Some(FastOne::NotTried) | None => {
+            send_checked(h, one, len, SOCK_MSG_NONE, std::ptr::null())
+        }
+        // Not reached: `sock_send` reports this case itself.
+        Some(FastOne::Sent) => (Ok(()), len),
+    };
+    finish(h, "send", outcome, sent)
 }
 
 /// One buffer as a one-segment gather list.
@@ -167,25 +199,19 @@ pub extern "C" fn sock_send(
     sent: *mut usize,
 ) -> sock_status {
     ffi_boundary! {
-        if flags == SOCK_MSG_NONE && !buf.is_null() && len <= MAX_LEN {
-            // The common case on its own short path (see `send_fast_one`).
+        if flags == SOCK_MSG_NONE && !buf.is_null() && len <= MAX_LEN && len != 0 {
+            // The common case on its own short path (see `send_fast_one`),
+            // whose outcome fits in a register: anything but "all sent" or
+            // "not tried" comes back boxed, off the hot path.
             let one = single(buf, len);
-            let fast =
-                table::with(h, |sock| io::send_fast_one(sock, &one).map(|f| go_on(sock, f)));
-            match fast {
-                Some(FastOne::Sent) => {
-                    // SAFETY: `sent` is NULL or points to a size_t (C's promise).
-                    unsafe { write_opt(sent, len) };
-                    trace::op(h, "send", len, SOCK_OK);
-                    return SOCK_OK;
-                }
-                Some(FastOne::Other(next)) => {
-                    let outcome = finish_send(next, &one, len, sys::SEND_FLAGS_NONE);
-                    return finish(h, "send", outcome, sent);
-                }
-                // The general path decides (and reports a bad handle).
-                Some(FastOne::NotTried) | None => {}
-            }
+            let fast = table::with(h, |sock| io::send_fast_one(sock, &one, go_on_boxed));
+            let Some(FastOne::Sent) = fast else {
+                return send_not_sent(h, fast, buf, len, sent);
+            };
+            // SAFETY: `sent` is NULL or points to a size_t (C's promise).
+            unsafe { write_opt(sent, len) };
+            trace::op(h, "send", len, SOCK_OK);
+            return SOCK_OK;
         }
         let outcome = if buf.is_null() {
             fail(SOCK_FAULT)
