@@ -26,7 +26,9 @@ const SHARDS: usize = 64;
 const SLOTS_PER_SHARD: usize = (1 << INDEX_BITS) / SHARDS;
 
 struct Slot {
-    generation: u64,
+    /// The handle of the slot's socket, or of its last one (0: never
+    /// used): a lookup compares it whole, generation and index at once.
+    handle: sock_handle,
     socket: Option<Arc<Socket>>,
 }
 
@@ -56,10 +58,15 @@ fn shard(shard_no: usize) -> &'static RwLock<Shard> {
     &TABLE[shard_no].0
 }
 
-/// Splits a handle into (shard, slot within shard, generation).
-fn locate(h: sock_handle) -> (usize, usize, u64) {
-    let (index, generation) = unpack(h);
-    (index % SHARDS, index / SHARDS, generation)
+/// Splits a handle into (shard, slot within shard).
+fn locate(h: sock_handle) -> (usize, usize) {
+    let (index, _generation) = unpack(h);
+    (index % SHARDS, index / SHARDS)
+}
+
+/// A slot's generation: how many sockets it has held.
+fn generation(slot: &Slot) -> u64 {
+    unpack(slot.handle).1
 }
 
 /// Stores `socket` in the table and returns its new handle.
@@ -84,7 +91,7 @@ pub fn insert(socket: Socket) -> Result<sock_handle> {
             Some(n) => n,
             None if shard.slots.len() < SLOTS_PER_SHARD => {
                 shard.slots.push(Slot {
-                    generation: 0,
+                    handle: 0,
                     socket: None,
                 });
                 shard.slots.len() - 1
@@ -92,19 +99,19 @@ pub fn insert(socket: Socket) -> Result<sock_handle> {
             None => continue,
         };
         let slot = &mut shard.slots[slot_no];
-        slot.generation += 1;
+        slot.handle = pack(slot_no * SHARDS + shard_no, generation(slot) + 1);
         slot.socket = Some(socket);
-        return Ok(pack(slot_no * SHARDS + shard_no, slot.generation));
+        return Ok(slot.handle);
     }
     Err(Error::new(SOCK_TOO_MANY_OPEN_SOCKETS))
 }
 
 /// The socket a handle names, or `None` for 0, closed, stale or never-issued handles.
 pub fn lookup(h: sock_handle) -> Option<Arc<Socket>> {
-    let (shard_no, slot_no, generation) = locate(h);
+    let (shard_no, slot_no) = locate(h);
     let shard = shard(shard_no).read();
     let slot = shard.slots.get(slot_no)?;
-    if slot.generation != generation {
+    if slot.handle != h {
         return None;
     }
     slot.socket.clone()
@@ -117,10 +124,10 @@ pub fn lookup(h: sock_handle) -> Option<Arc<Socket>> {
 /// closed, stale or never-issued handles.
 #[inline]
 pub fn with<R>(h: sock_handle, f: impl FnOnce(&Arc<Socket>) -> R) -> Option<R> {
-    let (shard_no, slot_no, generation) = locate(h);
+    let (shard_no, slot_no) = locate(h);
     let shard = shard(shard_no).read();
     let slot = shard.slots.get(slot_no)?;
-    if slot.generation != generation {
+    if slot.handle != h {
         return None;
     }
     slot.socket.as_ref().map(f)
@@ -129,16 +136,16 @@ pub fn with<R>(h: sock_handle, f: impl FnOnce(&Arc<Socket>) -> R) -> Option<R> {
 /// Removes a handle from the table and returns its socket; the handle is
 /// invalid from here on. `None` when the handle was not valid.
 pub fn remove(h: sock_handle) -> Option<Arc<Socket>> {
-    let (shard_no, slot_no, generation) = locate(h);
+    let (shard_no, slot_no) = locate(h);
     let mut shard = shard(shard_no).write();
     let slot = shard.slots.get_mut(slot_no)?;
-    if slot.generation != generation {
+    if slot.handle != h {
         return None;
     }
     let socket = slot.socket.take()?;
     // The next user of this slot gets generation + 1; a slot whose
     // generations are used up is never handed out again.
-    if slot.generation < MAX_GENERATION {
+    if generation(slot) < MAX_GENERATION {
         shard.free.push_back(slot_no);
     }
     Some(socket)
