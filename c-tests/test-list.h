@@ -108,6 +108,12 @@
   X(async_recv_peer_reset) \
   X(async_udp_send_and_recv) \
   X(untimed_blocking_recv_then_calls_that_must_not_wait) \
+  /* test-async-recv-chain.c */ \
+  X(async_recv_chain_data_and_fin) \
+  X(async_recv_chain_urgent_mark) \
+  X(async_recv_chain_after_peek) \
+  X(async_recv_short_read_then_eof_inline) \
+  X(async_recv_chain_many_small_writes) \
   /* test-async-lifecycle.c */ \
   X(async_close_aborts_pending) \
   X(async_cancel_sends_socket_stays_usable) \

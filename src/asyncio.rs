@@ -26,14 +26,14 @@ use parking_lot::Mutex;
 
 use crate::address::{self, Target};
 use crate::completion::{BytesFn, Callback, Completion, Notify, UserData, SOCK_OP_SEND};
-use crate::engine::{self, Engine, Handler, Loop};
+use crate::engine::{self, Engine, Handler, Loop, Readiness};
 use crate::fork;
 use crate::handle::sock_handle;
 use crate::io;
 use crate::queue::{
     AcceptOp, AddressOut, ConnectOp, Home, QueueGuard, QueueState, RecvOp, Seg, SendOp, ShutdownOp,
 };
-use crate::socket::{Kind, Socket, State};
+use crate::socket::{Family, Kind, Socket, State};
 use crate::status::{
     report, sock_status, Error, Result, SOCK_ALREADY_IN_PROGRESS, SOCK_FAULT, SOCK_HOST_NOT_FOUND,
     SOCK_INVALID_ARGUMENT, SOCK_IO_PENDING, SOCK_IS_CONNECTED, SOCK_MESSAGE_SIZE,
@@ -61,15 +61,15 @@ pub struct SocketHandler;
 pub static HANDLER: SocketHandler = SocketHandler;
 
 impl Handler for SocketHandler {
-    fn ready(&self, lp: &Loop, token: u64, readable: bool, writable: bool) {
+    fn ready(&self, lp: &Loop, token: u64, readiness: Readiness) {
         let Some(sock) = table::lookup(token) else {
             return;
         };
-        if writable {
+        if readiness.writable {
             flush_sends(&sock, token, lp);
         }
-        if readable {
-            flush_recvs(&sock, token, lp);
+        if readiness.readable {
+            flush_recvs(&sock, token, lp, readiness.read_lasting);
             flush_accepts(&sock, token, lp);
         }
     }
@@ -506,8 +506,10 @@ pub fn recv_async(
     if let Err(e) = check_notify(&q, &callback).and_then(|()| bind_if_no_inline(&mut q, sock, h)) {
         return (report(e), 0);
     }
-    if !q.has_recvs() {
-        match sys::recv_once(sock, buf, cap, os_flags, from.is_some()) {
+    if !q.has_recvs() && !read_would_find_nothing(&q) {
+        let got = sys::recv_once(sock, buf, cap, os_flags, from.is_some());
+        note_read(&mut q, sock, os_flags, &got, cap);
+        match got {
             Ok(r) => {
                 let n = r.len;
                 let status = received(sock, r, from);
@@ -621,12 +623,44 @@ fn flush_sends(sock: &Socket, h: sock_handle, lp: &Loop) {
     settle(&mut q, sock, h, lp);
 }
 
-/// Completes pending receives with whatever arrived, in order.
-fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
+/// A receive submitted now on the socket's own loop thread (in a callback)
+/// may skip its inline `recv`: a read since the last event found the
+/// buffer empty, and the loop, registered for the socket's events, will
+/// see any byte that arrives once this callback returns. Elsewhere (another
+/// thread, an unregistered socket) the receive always tries inline.
+fn read_would_find_nothing(q: &QueueState) -> bool {
+    q.reads.drained() && q.registered && matches!(&q.home, Home::Bound(lp) if lp.on_this_thread())
+}
+
+/// Records what a read showed about the receive buffer (`ReadState`): TCP
+/// only, and plain reads only (a peek leaves the bytes, and urgent data is
+/// apart from the stream).
+fn note_read(
+    q: &mut QueueState,
+    sock: &Socket,
+    os_flags: libc::c_int,
+    got: &Result<sys::Received>,
+    cap: usize,
+) {
+    let tcp = sock.kind == Kind::Stream && sock.family != Family::Unix;
+    if !tcp || os_flags & (libc::MSG_PEEK | libc::MSG_OOB) != 0 {
+        return;
+    }
+    match got {
+        Ok(r) => q.reads.read(Some(r.len), cap),
+        Err(e) if e.errno == libc::EAGAIN => q.reads.read(None, cap),
+        Err(_) => {}
+    }
+}
+
+/// Completes pending receives with whatever arrived, in order, after a
+/// readable event (`read_lasting`: see `engine::Readiness`).
+fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop, read_lasting: bool) {
     let mut q = sock.queue.lock();
     if !is_home(&q, lp) {
         return;
     }
+    q.reads.event(read_lasting);
     let mut sink = sink_to(lp, h);
     while let Some(op) = q.front_recv() {
         let (buf, cap, flags, from) = (
@@ -635,11 +669,18 @@ fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop) {
             op.os_flags,
             op.from,
         );
-        match sys::recv_once(sock, buf, cap, flags, from.is_some()) {
+        let got = sys::recv_once(sock, buf, cap, flags, from.is_some());
+        note_read(&mut q, sock, flags, &got, cap);
+        match got {
             Ok(r) => {
                 if let Some(op) = q.pop_recv() {
                     let n = r.len;
                     sink(op.callback, received(sock, r, from), n);
+                }
+                if q.reads.drained() {
+                    // The next receive would find nothing: wait for the
+                    // next event.
+                    break;
                 }
             }
             Err(e) if e.errno == libc::EAGAIN => break,

@@ -51,11 +51,22 @@ pub fn on_a_loop() -> bool {
     CURRENT_LOOP.with(|c| !c.get().is_null())
 }
 
+/// What one poller event said about a descriptor.
+#[derive(Clone, Copy, Debug)]
+pub struct Readiness {
+    /// Readable (errors and hang-ups count).
+    pub readable: bool,
+    /// Writable (errors and hang-ups count).
+    pub writable: bool,
+    /// The read side holds something reads do not use up: end of stream,
+    /// an error, or urgent data (at whose mark a read stops short).
+    pub read_lasting: bool,
+}
+
 /// What a loop calls for the things it serves; it never names them.
 pub trait Handler: Sync {
-    /// `token` became readable and/or writable (errors and hang-ups count
-    /// as both).
-    fn ready(&self, lp: &Loop, token: u64, readable: bool, writable: bool);
+    /// An event arrived for `token` (edge-triggered: something changed).
+    fn ready(&self, lp: &Loop, token: u64, readiness: Readiness);
     /// Someone asked (`Loop::kick`) for `token`'s pending sends to be flushed.
     fn kicked(&self, lp: &Loop, token: u64);
     /// The deadline `token` registered with `Loop::set_timer` passed.
@@ -233,7 +244,8 @@ impl Loop {
         }
     }
 
-    /// Registers a descriptor for `token`, edge-triggered for both directions.
+    /// Registers a descriptor for `token`, edge-triggered for both
+    /// directions, and for urgent data (see `Readiness::read_lasting`).
     pub fn register(&self, fd: RawFd, token: u64) -> Result<()> {
         let st = self.state();
         if self.is_stopped() {
@@ -245,7 +257,7 @@ impl Loop {
         os.registry.register(
             &mut SourceFd(&fd),
             Token(token as usize),
-            Interest::READABLE | Interest::WRITABLE,
+            Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
         )?;
         Ok(())
     }
@@ -371,9 +383,12 @@ impl Loop {
                 TIMER => timer_fired = true,
                 Token(t) => {
                     let hangup = event.is_error();
-                    let writable = hangup || event.is_writable() || event.is_write_closed();
-                    let readable = hangup || event.is_readable() || event.is_read_closed();
-                    self.handler.ready(self, t as u64, readable, writable);
+                    let readiness = Readiness {
+                        readable: hangup || event.is_readable() || event.is_read_closed(),
+                        writable: hangup || event.is_writable() || event.is_write_closed(),
+                        read_lasting: hangup || event.is_read_closed() || event.is_priority(),
+                    };
+                    self.handler.ready(self, t as u64, readiness);
                 }
             }
         }

@@ -200,6 +200,49 @@ pub struct QueueState {
     pub timer_at: Option<Instant>,
     /// How the engine's flush adapts to what the kernel takes.
     pub pacing: FlushPacing,
+    /// What reads have shown about the receive buffer since the last event.
+    pub reads: ReadState,
+}
+
+/// What a TCP socket's reads have shown about its receive buffer since
+/// its last readable event, so that a receive submitted from its loop
+/// right after one that emptied the buffer waits for the next event
+/// instead of making a `recv` that would only say EAGAIN (libuv reads once
+/// per readiness for the same reason). Edge-triggered readiness makes
+/// this safe: any byte that arrives after the buffer was seen empty brings
+/// a new event, which clears `drained`.
+#[derive(Default, Debug)]
+pub struct ReadState {
+    /// A read since the last event found the buffer empty: EAGAIN, or
+    /// fewer bytes than it asked for (a TCP read stops short only when the
+    /// buffer runs out, at end of stream, or at an urgent mark).
+    drained: bool,
+    /// An event showed end of stream, an error or urgent data, after which
+    /// a short read proves nothing: never cleared.
+    lasting: bool,
+}
+
+impl ReadState {
+    /// A readable event arrived (`read_lasting`: see
+    /// `engine::Readiness`).
+    pub fn event(&mut self, read_lasting: bool) {
+        self.drained = false;
+        self.lasting |= read_lasting;
+    }
+
+    /// A plain read (no peek, no urgent data) of `cap` bytes got `got`
+    /// bytes, or `None`: EAGAIN.
+    pub fn read(&mut self, got: Option<usize>, cap: usize) {
+        self.drained = match got {
+            None => true,
+            Some(n) => n > 0 && n < cap && !self.lasting,
+        };
+    }
+
+    /// A read now would find the buffer empty, as far as reads showed.
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
 }
 
 /// The queue lock, held.
