@@ -198,9 +198,13 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--chart")
     ap.add_argument("--failed", default="")
+    ap.add_argument("--server-raw", help="the server benchmark's results (run-server.sh), folded in")
     a = ap.parse_args()
 
-    R = Results(load(a.raw))
+    data = load(a.raw)
+    if a.server_raw and os.path.exists(a.server_raw):
+        data.update(load(a.server_raw))
+    R = Results(data)
     cg = callgrind(a.callgrind, a.calls) if a.callgrind and os.path.isdir(a.callgrind) else {}
     machine = open(a.machine).read().rstrip()
     reps = {}  # program's case prefix ("blocking", "async", ...) -> repetitions
@@ -211,7 +215,9 @@ def main():
 
     ratio_rows = []  # (label, case, a, b, metric, invert, target)
     for s in SIZES:
-        ratio_rows.append((f"blocking {s}", f"blocking-{s}", "libsock", "send", "msgs_per_s", False, 0.97))
+        # Small blocking sends: within 1 % of send(2) (issue 22), larger ones within 3 %.
+        t = 0.99 if s in ("64B", "1KiB") else 0.97
+        ratio_rows.append((f"blocking {s}", f"blocking-{s}", "libsock", "send", "msgs_per_s", False, t))
     for c in ASYNC:
         label = async_label(c)
         t = 1.5 if c == "async-64B-64conn-lag" else 1.0
@@ -226,7 +232,10 @@ def main():
         ratio_rows.append((f"{c} vs recv(2)", c, "libsock", "recv", "GB_per_s", False, 0.97))
         ac = "recvasync-" + c[len("recv-"):]
         ratio_rows.append((f"{ac} vs libuv", ac, "libsock-manual", "libuv", "GB_per_s", False, 1.0))
-    info_rows = []
+    # The HTTP server under wrk (run-server.sh), when it ran.
+    from report_server import ratio_rows as server_rows, write_medians as server_medians
+    ratio_rows += [r for r in server_rows() if r[6] is not None]
+    info_rows = [r for r in server_rows() if r[6] is None]
     for c in ASYNC:
         if "64conn" in c:
             info_rows.append((f"{c}: manual ÷ default engine", c, "libsock-manual", "libsock", "msgs_per_s", False, None))
@@ -283,7 +292,7 @@ def main():
     if "send" in cg and "sock_send" in cg:
         d = cg["sock_send"][0] - cg["send"][0]
         extra.append(["sock_send 64 B: user-space instructions − send(2)", "instr/call", f"{d:+.0f}", "exact", "",
-                      "≤ +300", "**met**" if d <= 300 else "**missed**"])
+                      "≤ +100", "**met**" if d <= 100 else "**missed**"])
     if "send" in cg and "sock_send_async" in cg:
         d = cg["sock_send_async"][0] - cg["send"][0]
         extra.append(["sock_send_async 64 B inline: instructions − send(2)", "instr/call", f"{d:+.0f}", "exact", "",
@@ -349,6 +358,15 @@ def main():
             w(f"\nlibsock's own memory per connection: {mem_l:.0f} − {mem_r:.0f} (raw fds) = "
               f"**{mem_l - mem_r:.0f} B** (RSS, pages touched; kernel socket memory is not in RSS).\n")
 
+    # The server.
+    if any(k[0].startswith("server-") for k in R.d):
+        w("\n## HTTP server under wrk (`make bench-server`'s cases)\n")
+        w("`wrk -t1 -cC --latency` against `examples/http_server` (libsock, one engine thread), the same "
+          "responder on libuv (`http_uv.c`) and on an edge-triggered epoll loop (`http_epoll.c`), each "
+          "trial a fresh server, interleaved as above; its ratio rows are in the table of targets "
+          "(`server …`). Requests/s ratios are libsock ÷ baseline; latency rows baseline ÷ libsock.\n")
+        server_medians(R, w)
+
     # Latency.
     w("\n## Ping-pong latency (64 B, TCP_NODELAY), µs\n")
     w("`latency-*`: processes placed by the scheduler (on this VM a wake-up on the other, idle vCPU "
@@ -411,7 +429,10 @@ def short(label):
                  ("async ", ""), (" conn ", "c "), ("-1 conn", "-1c"), ("-64 conn", "-64c"), ("blocking", "blk"),
                  ("pending-10000conn", "10k pending"), ("pending-1000conn", "1k pending"),
                  ("async-", ""), ("conn-", "c-"), (": manual ÷ default engine", " man÷def"),
-                 ("latency ", "lat "), ("blocking", "blk"), (": libsock-cb vs libuv", " cb÷uv")):
+                 ("latency ", "lat "), ("blocking", "blk"), (": libsock-cb vs libuv", " cb÷uv"),
+                 ("server ", "srv "), (" p99 (libuv ÷ libsock)", " p99 uv÷ls"), (" p50 (libuv ÷ libsock)", " p50 uv÷ls"),
+                 (" p50 (epoll ÷ libsock)", " p50 ep÷ls"), (", 1,000 conns", "-1000c"), (", 64 conns", "-64c"),
+                 (", 1 conn", "-1c"), ("13 B", "13B"), ("64 KiB", "64KiB")):
         label = label.replace(a, b)
     return label
 

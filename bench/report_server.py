@@ -13,6 +13,41 @@ CASES = [("server-13B-c1", "13 B, 1 conn"), ("server-13B-c64", "13 B, 64 conns")
 WHO = ["libsock", "libuv", "epoll"]
 
 
+def ratio_rows():
+    """The server cases' ratio rows, as report.py's: (label, case, a, b,
+    metric, invert, target); a target of None is for information."""
+    rows = []
+    for case, label in CASES:
+        rows.append((f"server {label} vs libuv", case, "libsock", "libuv", "rps", False, 1.0))
+        rows.append((f"server {label} vs epoll", case, "libsock", "epoll", "rps", False, 0.9))
+        rows.append((f"server {label} p99 (libuv ÷ libsock)", case, "libsock", "libuv", "p99_us", True, 1.0))
+        for base in ("libuv", "epoll"):
+            rows.append((f"server {label} p50 ({base} ÷ libsock)", case, "libsock", base, "p50_us", True, None))
+    return rows
+
+
+def write_medians(R, w):
+    """The tables of medians per server and of every trial."""
+    w("`CPU µs/req`: user + system time of the server process (all its threads) per request answered.\n")
+    rows = []
+    for case, label in CASES:
+        for who in WHO:
+            m = R.med(case, who, "rps")
+            if m is None:
+                continue
+            rows.append([label, who, fmt_rate(m), fmt(R.med(case, who, "p50_us"), 0),
+                         fmt(R.med(case, who, "p99_us"), 0), fmt(R.med(case, who, "cpu_us_per_req"), 2)])
+    w(table(["case", "server", "requests/s", "p50 µs", "p99 µs", "CPU µs/req"], rows))
+    w("\nEvery trial:\n")
+    rows = []
+    for case, label in CASES:
+        for who in WHO:
+            v = R.d.get((case, who, "rps"), {})
+            if v:
+                rows.append([label, who, " ".join(fmt_rate(v[k]) for k in sorted(v))])
+    w(table(["case", "server", "requests/s by repetition"], rows))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw", required=True)
@@ -41,26 +76,15 @@ def main():
       "≤ 1.0; the status reads it as libuv ÷ libsock ≥ 1.0).\n")
     rows = []
     covers = set()
-    for case, label in CASES:
-        for base, target in (("libuv", 1.0), ("epoll", 0.9)):
-            p = R.paired(case, "libsock", base, "rps")
-            if p is None:
-                continue
-            med, lo, hi, cover, n = p
-            covers.add(f"{cover:.0%} with {n} repetition(s)")
-            rows.append([f"{label} vs {base}", "requests/s", f"{med:.3f}", f"{lo:.2f} – {hi:.2f}",
-                         f"≥ {target}", target_status(med, lo, hi, cover, target)])
-        p = R.paired(case, "libsock", "libuv", "p99_us", invert=True)
-        if p is not None:
-            med, lo, hi, cover, n = p
-            rows.append([f"{label} vs libuv", "p99 (libuv ÷ libsock)", f"{med:.3f}", f"{lo:.2f} – {hi:.2f}",
-                         "≥ 1.0", target_status(med, lo, hi, cover, 1.0)])
-        for base in ("libuv", "epoll"):
-            p = R.paired(case, "libsock", base, "p50_us", invert=True)
-            if p is not None:
-                med, lo, hi, cover, n = p
-                rows.append([f"{label} vs {base}", f"p50 ({base} ÷ libsock)", f"{med:.3f}",
-                             f"{lo:.2f} – {hi:.2f}", "—", "info"])
+    for label, case, x, y, metric, inv, target in ratio_rows():
+        p = R.paired(case, x, y, metric, inv)
+        if p is None:
+            continue
+        med, lo, hi, cover, n = p
+        covers.add(f"{cover:.0%} with {n} repetition(s)")
+        status = "info" if target is None else target_status(med, lo, hi, cover, target)
+        rows.append([label.replace("server ", ""), metric, f"{med:.3f}", f"{lo:.2f} – {hi:.2f}",
+                     "—" if target is None else f"≥ {target}", status])
     w(table(["case", "metric", "ratio", "CI", "target", "status"], rows))
     if covers:
         w(f"\nCI confidence: {', '.join(sorted(covers))}"
@@ -68,25 +92,7 @@ def main():
               c.startswith(('75', '50')) for c in covers) else "") + ".\n")
 
     w("\n## Medians per server\n")
-    w("`CPU µs/req`: user + system time of the server process (all its threads) per request answered.\n")
-    rows = []
-    for case, label in CASES:
-        for who in WHO:
-            m = R.med(case, who, "rps")
-            if m is None:
-                continue
-            rows.append([label, who, fmt_rate(m), fmt(R.med(case, who, "p50_us"), 0),
-                         fmt(R.med(case, who, "p99_us"), 0), fmt(R.med(case, who, "cpu_us_per_req"), 2)])
-    w(table(["case", "server", "requests/s", "p50 µs", "p99 µs", "CPU µs/req"], rows))
-
-    w("\n## Every trial\n")
-    rows = []
-    for case, label in CASES:
-        for who in WHO:
-            v = R.d.get((case, who, "rps"), {})
-            if v:
-                rows.append([label, who, " ".join(fmt_rate(v[k]) for k in sorted(v))])
-    w(table(["case", "server", "requests/s by repetition"], rows))
+    write_medians(R, w)
     with open(a.out, "w") as f:
         f.write("\n".join(L))
     return 0

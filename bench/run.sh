@@ -4,8 +4,11 @@
 #   ./run.sh full  REPS [SPLIT]
 #                         every case, REPS interleaved repetitions, except
 #                         bench_blocking: REPS*SPLIT repetitions of trials
-#                         1/SPLIT as long
-#                         -> results/latest.md, results/ratios.png
+#                         1/SPLIT as long; then the HTTP server under wrk
+#                         (run-server.sh: SERVER_REPS repetitions, default 5,
+#                         of SERVER_SECONDS, default 5), folded into the report
+#                         -> results/latest.md, results/ratios.png (and
+#                         results/server.md, the server's own report)
 #   ./run.sh quick REPS   small sizes (smoke test, < 60 s)
 #                         -> results/quick.md
 #
@@ -86,7 +89,7 @@ start=$(date +%s)
     while :; do
         top -b -n 2 -d 1 -w 200 2>/dev/null | awk -v t="$(date +%T)" '
             /^top -/ { blk++ }
-            blk == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 10 && $12 !~ /^(bench_|callgrind|valgrind|top)/ {
+            blk == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 10 && $12 !~ /^(bench_|callgrind|valgrind|top|http_|wrk)/ {
                 printf "%s %s %s%%\n", t, $12, $9 }'
         sleep 9
     done
@@ -126,6 +129,16 @@ else
     echo "bench: valgrind not found; instruction counts skipped" >&2
 fi
 
+# The HTTP server under wrk, with its own snapshot of the same library.
+server_raw=""
+if [ "$mode" = full ]; then
+    echo "bench: run-server.sh full ${SERVER_REPS:-5} ${SERVER_SECONDS:-5}" >&2
+    if ! LIBDIR="$snap" ./run-server.sh full "${SERVER_REPS:-5}" "${SERVER_SECONDS:-5}"; then
+        failed="$failed server"
+    fi
+    server_raw="--server-raw results/raw-server.txt"
+fi
+
 kill "$sampler" 2>/dev/null
 cmp -s "$lib" "$snap/libsock.so" ||
     echo "note: $lib was rebuilt during the run; every program used the snapshot taken at the start" >>"$info"
@@ -147,7 +160,7 @@ if [ "$mode" = full ]; then
     chart="--chart results/ratios.png"
 fi
 if ! python3 report.py --raw "$raw" --machine "$info" --callgrind "$cgdir" --calls "$calls" \
-    --out "results/$name.md" $chart --failed "$failed"; then
+    --out "results/$name.md" $chart $server_raw --failed "$failed"; then
     failed="$failed report"
 fi
 
