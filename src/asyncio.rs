@@ -470,9 +470,14 @@ fn after_first_try(
 /// What one receive got, as its callback reports it: the status (a cut
 /// datagram is SOCK_MESSAGE_SIZE) after the sender's address, when asked
 /// for, was written to the caller's buffer.
-fn received(sock: &Socket, r: sys::Received, from: Option<AddressOut>) -> sock_status {
+fn received(
+    sock: &Socket,
+    r: sys::Received,
+    from: Option<AddressOut>,
+    sender: sys::Sender,
+) -> sock_status {
     if let Some(out) = from {
-        let peer = r.from.or_else(|| sock.os().peer_addr().ok());
+        let peer = sender.or_else(|| sock.os().peer_addr().ok());
         let text = peer.map(|a| address::format(&a)).unwrap_or_default();
         // SAFETY: the caller keeps `out.buf` valid for `out.cap` bytes
         // until the operation completes (checked non-NULL, and `cap` large
@@ -507,12 +512,19 @@ pub fn recv_async(
         return (report(e), 0);
     }
     if !q.has_recvs() && !read_would_find_nothing(&q) {
-        let got = sys::recv_once(sock, buf, cap, os_flags, from.is_some());
+        let mut sender = None;
+        let got = sys::recv_once(
+            sock,
+            buf,
+            cap,
+            os_flags,
+            from.is_some().then_some(&mut sender),
+        );
         note_read(&mut q, sock, os_flags, &got, cap);
         match got {
             Ok(r) => {
                 let n = r.len;
-                let status = received(sock, r, from);
+                let status = received(sock, r, from, sender);
                 return (finished_inline(&mut q, sock, h, callback, status, n), n);
             }
             Err(e) if e.errno == libc::EAGAIN => {}
@@ -669,13 +681,14 @@ fn flush_recvs(sock: &Socket, h: sock_handle, lp: &Loop, read_lasting: bool) {
             op.os_flags,
             op.from,
         );
-        let got = sys::recv_once(sock, buf, cap, flags, from.is_some());
+        let mut sender = None;
+        let got = sys::recv_once(sock, buf, cap, flags, from.is_some().then_some(&mut sender));
         note_read(&mut q, sock, flags, &got, cap);
         match got {
             Ok(r) => {
                 if let Some(op) = q.pop_recv() {
                     let n = r.len;
-                    sink(op.callback, received(sock, r, from), n);
+                    sink(op.callback, received(sock, r, from, sender), n);
                 }
                 if q.reads.drained() {
                     // The next receive would find nothing: wait for the

@@ -20,7 +20,7 @@ use crate::status::{
     SOCK_WOULD_BLOCK,
 };
 use crate::sys::{
-    first_window, recv_once, send_once, send_syscall, Received, IOV_MAX, SEND_FLAGS_NONE,
+    first_window, recv_once, send_once, send_syscall, Received, Sender, IOV_MAX, SEND_FLAGS_NONE,
 };
 use crate::wait::Deadline;
 
@@ -373,13 +373,15 @@ fn advance(
 }
 
 /// Receives into `buf` (`cap` bytes), waiting per the blocking mode and
-/// the receive timeout. `want_from` asks for the sender's address.
+/// the receive timeout. `sender`, when given, receives the sender's
+/// address.
+#[inline]
 pub fn recv(
     sock: &Socket,
     buf: *mut u8,
     cap: usize,
     os_flags: libc::c_int,
-    want_from: bool,
+    mut sender: Option<&mut Sender>,
 ) -> Result<Received> {
     let timeout_ms = sock.options.recv_timeout_ms();
     let deadline = Deadline::after_ms(timeout_ms);
@@ -396,7 +398,7 @@ pub fn recv(
         os_flags
     };
     loop {
-        match recv_once(sock, buf, cap, os_flags, want_from) {
+        match recv_once(sock, buf, cap, os_flags, sender.as_deref_mut()) {
             Ok(r) => return Ok(r),
             Err(e) if e.errno == libc::EAGAIN => sock.wait(libc::POLLIN, deadline)?,
             Err(e) => return Err(e),

@@ -226,13 +226,18 @@ impl Socket {
     /// nothing else: every other system call on a connected stream either
     /// passes MSG_DONTWAIT or cannot wait, and `close` still wakes a waiting
     /// `recv` (with `shutdown`, as it wakes `poll`).
+    #[inline]
     pub fn kernel_may_wait(&self) -> bool {
         if self.kind != Kind::Stream || self.state() != State::Connected {
             return false;
         }
-        if self.fd_blocking.load(Ordering::Relaxed) {
-            return true;
-        }
+        self.fd_blocking.load(Ordering::Relaxed) || self.clear_nonblocking()
+    }
+
+    /// `kernel_may_wait`'s first time on a socket: clears O_NONBLOCK.
+    #[cold]
+    #[inline(never)]
+    fn clear_nonblocking(&self) -> bool {
         let cleared = self.os.set_nonblocking(false).is_ok();
         if cleared {
             self.fd_blocking.store(true, Ordering::Relaxed);

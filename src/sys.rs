@@ -55,12 +55,15 @@ pub fn send_flags(flags: i32) -> Result<libc::c_int> {
 /// The OS flags of a send with `SOCK_MSG_NONE`.
 pub(crate) const SEND_FLAGS_NONE: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 
+/// `sock_recv`'s SOCK_MSG_NONE as OS flags.
+pub const RECV_FLAGS_NONE: libc::c_int = libc::MSG_DONTWAIT;
+
 /// Validates `sock_recv` flags and turns them into OS flags.
 pub fn recv_flags(flags: i32) -> Result<libc::c_int> {
     if flags & !(SOCK_MSG_OOB | SOCK_MSG_PEEK) != 0 {
         return Err(Error::new(SOCK_INVALID_ARGUMENT));
     }
-    let mut os = libc::MSG_DONTWAIT;
+    let mut os = RECV_FLAGS_NONE;
     if flags & SOCK_MSG_OOB != 0 {
         os |= libc::MSG_OOB;
     }
@@ -126,26 +129,31 @@ pub(crate) fn first_window(bufs: &[libc::iovec]) -> &[libc::iovec] {
 }
 
 /// What one receive got.
+/// (Small enough to come back in registers: the sender's address, when
+/// wanted, goes to the caller's `Sender` instead.)
 pub struct Received {
     pub len: usize,
     /// The datagram was longer than the buffer; `len` bytes of it were kept.
     pub truncated: bool,
-    /// The sender's address, when asked for and known.
-    pub from: Option<SockAddr>,
 }
+
+/// Where a receive puts the sender's address (`None` when not known).
+pub type Sender = Option<SockAddr>;
 
 /// One receive system call (`EINTR` retried here): EAGAIN comes back as an
 /// error with that errno. An end of stream caused by `sock_close` is
-/// reported as `SOCK_OPERATION_ABORTED`.
+/// reported as `SOCK_OPERATION_ABORTED`. `sender`, when given, receives
+/// the sender's address.
+#[inline]
 pub(crate) fn recv_once(
     sock: &Socket,
     buf: *mut u8,
     cap: usize,
     os_flags: libc::c_int,
-    want_from: bool,
+    mut sender: Option<&mut Sender>,
 ) -> Result<Received> {
     loop {
-        let result = if sock.kind == Kind::Stream && !want_from {
+        let result = if sock.kind == Kind::Stream && sender.is_none() {
             // SAFETY: the caller checked `buf` is valid for `cap` bytes of writes.
             let n = unsafe { libc::recv(sock.fd(), buf.cast(), cap, os_flags) };
             if n < 0 {
@@ -154,11 +162,10 @@ pub(crate) fn recv_once(
                 Ok(Received {
                     len: n as usize,
                     truncated: false,
-                    from: None,
                 })
             }
         } else {
-            recv_msg(sock, buf, cap, os_flags)
+            recv_msg(sock, buf, cap, os_flags, sender.as_deref_mut())
         };
         return match result {
             Ok(r) if r.len == 0 && cap > 0 && sock.kind == Kind::Stream => {
@@ -180,7 +187,16 @@ pub(crate) fn recv_once(
     }
 }
 
-fn recv_msg(sock: &Socket, buf: *mut u8, cap: usize, os_flags: libc::c_int) -> Result<Received> {
+/// The receive that needs `recvmsg`: a datagram, or a sender's address.
+/// Out of line, to keep a plain stream receive short.
+#[inline(never)]
+fn recv_msg(
+    sock: &Socket,
+    buf: *mut u8,
+    cap: usize,
+    os_flags: libc::c_int,
+    sender: Option<&mut Sender>,
+) -> Result<Received> {
     let mut iov = libc::iovec {
         iov_base: buf.cast(),
         iov_len: cap,
@@ -189,25 +205,39 @@ fn recv_msg(sock: &Socket, buf: *mut u8, cap: usize, os_flags: libc::c_int) -> R
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    // SAFETY: try_init hands us storage for any socket address and its
-    // length; recvmsg writes at most that many bytes and reports the
-    // length it wrote, which we pass back.
-    let result = unsafe {
-        SockAddr::try_init(|storage, len| {
-            msg.msg_name = storage.cast();
-            msg.msg_namelen = *len;
-            let n = libc::recvmsg(sock.fd(), &mut msg, os_flags);
+    let len = match sender {
+        None => {
+            // SAFETY: `msg` points at one segment the caller checked is
+            // valid for `cap` bytes of writes, and at no address.
+            let n = unsafe { libc::recvmsg(sock.fd(), &mut msg, os_flags) };
             if n < 0 {
-                return Err(std::io::Error::last_os_error());
+                return Err(Error::last_os_error());
             }
-            *len = msg.msg_namelen;
-            Ok(n as usize)
-        })
+            n as usize
+        }
+        Some(out) => {
+            // SAFETY: try_init hands us storage for any socket address and
+            // its length; recvmsg writes at most that many bytes and
+            // reports the length it wrote, which we pass back.
+            let result = unsafe {
+                SockAddr::try_init(|storage, len| {
+                    msg.msg_name = storage.cast();
+                    msg.msg_namelen = *len;
+                    let n = libc::recvmsg(sock.fd(), &mut msg, os_flags);
+                    if n < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    *len = msg.msg_namelen;
+                    Ok(n as usize)
+                })
+            };
+            let (len, from) = result.map_err(Error::from)?;
+            *out = (from.len() > 0).then_some(from);
+            len
+        }
     };
-    let (len, from) = result.map_err(Error::from)?;
     Ok(Received {
         len,
         truncated: sock.kind == Kind::Dgram && msg.msg_flags & libc::MSG_TRUNC != 0,
-        from: (from.len() > 0).then_some(from),
     })
 }

@@ -17,7 +17,7 @@ use crate::status::{
     report, sock_status, Error, Result, SOCK_FAULT, SOCK_INVALID_ARGUMENT, SOCK_MESSAGE_SIZE,
     SOCK_NOT_SOCKET, SOCK_NO_BUFFER_SPACE, SOCK_OK,
 };
-use crate::sys::{self, sock_buf, SOCK_MSG_NONE};
+use crate::sys::{self, sock_buf, Received, SOCK_MSG_NONE};
 use crate::table;
 use crate::trace;
 
@@ -328,7 +328,17 @@ pub extern "C" fn sock_recv(
     received: *mut usize,
 ) -> sock_status {
     ffi_boundary! {
-        let outcome = recv_checked(h, buf, cap, flags, std::ptr::null_mut(), 0);
+        let outcome = if flags == SOCK_MSG_NONE && !buf.is_null() && cap != 0 && cap <= MAX_LEN {
+            // The common case, without recv_checked's address handling.
+            match table::lookup(h) {
+                Some(sock) => {
+                    outcome_of(io::recv(&sock, buf.cast(), cap, sys::RECV_FLAGS_NONE, None))
+                }
+                None => fail(SOCK_NOT_SOCKET),
+            }
+        } else {
+            recv_checked(h, buf, cap, flags, std::ptr::null_mut(), 0)
+        };
         finish(h, "recv", outcome, received)
     }
 }
@@ -384,20 +394,34 @@ fn recv_checked(
         // Nothing to receive into: not a wait, and not an end of stream.
         return (Ok(()), 0);
     }
-    let r = match io::recv(&sock, buf.cast(), cap, os_flags, want_from) {
+    let mut sender = None;
+    let r = match io::recv(
+        &sock,
+        buf.cast(),
+        cap,
+        os_flags,
+        want_from.then_some(&mut sender),
+    ) {
         Ok(r) => r,
         Err(e) => return (Err(e), 0),
     };
     if want_from {
-        let from = r.from.or_else(|| sock.os().peer_addr().ok());
+        let from = sender.or_else(|| sock.os().peer_addr().ok());
         let text = from.map(|a| address::format(&a)).unwrap_or_default();
         // SAFETY: `address` is valid for `address_cap` bytes (C's promise).
         if address::copy_out(&text, unsafe { out_buf(address, address_cap) }).is_err() {
             return (Err(Error::new(SOCK_NO_BUFFER_SPACE)), r.len);
         }
     }
-    if r.truncated {
-        return (Err(Error::new(SOCK_MESSAGE_SIZE)), r.len);
+    outcome_of(Ok(r))
+}
+
+/// A receive's result as `finish` takes it: a datagram cut to the buffer
+/// is SOCK_MESSAGE_SIZE, with the bytes kept.
+fn outcome_of(r: Result<Received>) -> (Result<()>, usize) {
+    match r {
+        Ok(r) if r.truncated => (Err(Error::new(SOCK_MESSAGE_SIZE)), r.len),
+        Ok(r) => (Ok(()), r.len),
+        Err(e) => (Err(e), 0),
     }
-    (Ok(()), r.len)
 }
