@@ -56,7 +56,7 @@ pub fn send_flags(flags: i32) -> Result<libc::c_int> {
 pub(crate) const SEND_FLAGS_NONE: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 
 /// `sock_recv`'s SOCK_MSG_NONE as OS flags.
-pub const RECV_FLAGS_NONE: libc::c_int = libc::MSG_DONTWAIT;
+pub(crate) const RECV_FLAGS_NONE: libc::c_int = libc::MSG_DONTWAIT;
 
 /// Validates `sock_recv` flags and turns them into OS flags.
 pub fn recv_flags(flags: i32) -> Result<libc::c_int> {
