@@ -133,7 +133,7 @@ fi
 server_raw=""
 if [ "$mode" = full ]; then
     echo "bench: run-server.sh full ${SERVER_REPS:-5} ${SERVER_SECONDS:-5}" >&2
-    if ! LIBDIR="$snap" ./run-server.sh full "${SERVER_REPS:-5}" "${SERVER_SECONDS:-5}"; then
+    if ! LIBDIR=build/libsock-snapshot ./run-server.sh full "${SERVER_REPS:-5}" "${SERVER_SECONDS:-5}"; then
         failed="$failed server"
     fi
     server_raw="--server-raw results/raw-server.txt"
