@@ -13,13 +13,14 @@ the per-repetition ratios, see median_ci).
 import argparse
 import collections
 import glob
-import math
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
+
+from report_server import ratio_rows as server_rows, write_medians as server_medians
+from stats import CI_LEVEL, Results, fmt, fmt_rate, load, table, target_status
 
 SIZES = ["64B", "1KiB", "16KiB", "256KiB", "1MiB"]
 ASYNC = [f"async-{s}-{c}conn-{r}" for r in ("fast", "lag") for s in ("64B", "16KiB") for c in (1, 64)]
@@ -31,95 +32,11 @@ def async_label(case):
     return case.replace("async-", "async ").replace("conn-", " conn ")
 
 
-CI_LEVEL = 0.90
-
-
 def recv_order(case):
     """Receive cases by connections, then read size."""
     sizes = {"64B": 0, "16KiB": 1, "1MiB": 2}
     parts = case.split("-")
     return (parts[2], sizes.get(parts[1], 9))
-
-
-def median_ci(values, level=CI_LEVEL):
-    """(lo, hi, coverage): order statistics of `values` that hold their
-    population's median with probability `coverage` >= `level`, whatever the
-    distribution (each value falls below the median with probability 1/2, so
-    the count below is Binomial(n, 1/2)). With 9 values: the 2nd smallest
-    and the 2nd largest, 96 %. Too few values for `level`: the smallest and
-    largest, with their (lower) coverage."""
-    v = sorted(values)
-    n = len(v)
-    tail, k = 0.0, 0  # k: values cut from each end
-    for j in range(n):
-        p = tail + math.comb(n, j) / 2**n
-        if p > (1 - level) / 2:
-            break
-        tail, k = p, j + 1
-    if k == 0:
-        return v[0], v[-1], 1 - 2 / 2**n
-    # The CI is [v[k-1], v[n-k]] (0-based): P(median outside) = 2 * P(Bin <= k-1) = 2 * tail.
-    return v[k - 1], v[n - k], 1 - 2 * tail
-
-
-def load(path):
-    data = collections.defaultdict(dict)  # (case, who, metric) -> {rep: value}
-    with open(path) as f:
-        for line in f:
-            p = line.split()
-            if len(p) == 6 and p[0] == "R":
-                data[(p[1], p[2], p[4])][int(p[3])] = float(p[5])
-    return data
-
-
-class Results:
-    def __init__(self, data):
-        self.d = data
-
-    def values(self, case, who, metric):
-        return list(self.d.get((case, who, metric), {}).values())
-
-    def med(self, case, who, metric):
-        v = self.values(case, who, metric)
-        return statistics.median(v) if v else None
-
-    def paired(self, case, a, b, metric, invert=False):
-        """Median, confidence interval (lo, hi, coverage) and count of the
-        per-repetition a/b (b/a if invert)."""
-        x = self.d.get((case, a, metric), {})
-        y = self.d.get((case, b, metric), {})
-        r = []
-        for rep in sorted(set(x) & set(y)):
-            num, den = (y[rep], x[rep]) if invert else (x[rep], y[rep])
-            if den > 0:
-                r.append(num / den)
-        if not r:
-            return None
-        lo, hi, cover = median_ci(r)
-        return statistics.median(r), lo, hi, cover, len(r)
-
-    def has(self, case):
-        return any(k[0] == case for k in self.d)
-
-
-def fmt_rate(v):
-    if v is None:
-        return "—"
-    if v >= 1e6:
-        return f"{v / 1e6:.2f} M"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f} k"
-    return f"{v:.0f}"
-
-
-def fmt(v, digits=2):
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
-def table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out) + "\n"
 
 
 # ---- callgrind -------------------------------------------------------------
@@ -192,7 +109,6 @@ def callgrind(cgdir, calls):
 def target_rows(R):
     """The rows with a target: (label, case, a, b, metric, invert, target),
     the ratio being a ÷ b of `metric` (b ÷ a with invert)."""
-    from report_server import ratio_rows as server_rows
     ratio_rows = []
     for s in SIZES:
         # Small blocking sends: within 1 % of send(2) (issue 22), larger ones within 3 %.
@@ -248,7 +164,6 @@ def main():
 
     ratio_rows = target_rows(R)
     pend = pending_case(R)
-    from report_server import ratio_rows as server_rows, write_medians as server_medians
     info_rows = [r for r in server_rows() if r[6] is None]
     for c in ASYNC:
         if "64conn" in c:
@@ -423,15 +338,6 @@ def main():
     if a.chart:
         make_chart(chart, a.chart)
     return 0
-
-
-def target_status(med, lo, hi, cover, target):
-    """Met or missed by the median; whether the CI agrees."""
-    if cover < CI_LEVEL:
-        return ("**met**" if med >= target else "**missed**") + " (too few repetitions for a CI)"
-    if med >= target:
-        return "**met**" if lo >= target else "**met** (CI includes target)"
-    return "**missed** (CI below target)" if hi < target else "**missed** (CI includes target)"
 
 
 def short(label):

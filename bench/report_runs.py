@@ -20,7 +20,8 @@ import os
 import statistics
 import sys
 
-from report import CI_LEVEL, Results, callgrind, load, table, target_rows, target_status
+from report import callgrind, target_rows
+from stats import CI_LEVEL, Results, load, table, target_status
 
 # Repetition numbers of run i become i * REP_STRIDE + rep, so that pooled
 # runs never pair two runs' trials.

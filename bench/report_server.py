@@ -6,7 +6,7 @@ the median per-repetition ratio (median_ci of report.py)."""
 import argparse
 import sys
 
-from report import CI_LEVEL, Results, fmt, fmt_rate, load, table, target_status
+from stats import Results, fmt, fmt_rate, load, table, target_status
 
 CASES = [("server-13B-c1", "13 B, 1 conn"), ("server-13B-c64", "13 B, 64 conns"),
          ("server-13B-c1000", "13 B, 1,000 conns"), ("server-64KiB-c64", "64 KiB, 64 conns")]
