@@ -230,9 +230,7 @@ pub extern "C" fn sock_recv_async(
     received_now: *mut usize,
 ) -> sock_status {
     ffi_boundary! {
-        // SAFETY: NULL or a size_t (C's promise).
-        unsafe { write_opt(received_now, 0) };
-        let os_flags = match recv_args(buf, cap, flags) {
+        let os_flags = match recv_args(buf, cap, flags, received_now) {
             Ok(f) => f,
             Err(status) => return status,
         };
@@ -242,15 +240,19 @@ pub extern "C" fn sock_recv_async(
     }
 }
 
-/// The checks every async receive makes before it looks at the handle:
-/// `buf` not NULL (SOCK_FAULT), `cap` from 1 to PTRDIFF_MAX (0 could only
-/// complete with 0 bytes, which means end of stream) and `flags`
-/// (SOCK_INVALID_ARGUMENT). Returns the OS's flags.
+/// What every async receive does before it looks at the handle: writes 0
+/// to `*received_now` (when not NULL), and checks `buf` not NULL
+/// (SOCK_FAULT), `cap` from 1 to PTRDIFF_MAX (0 could only complete with 0
+/// bytes, which means end of stream) and `flags` (SOCK_INVALID_ARGUMENT).
+/// Returns the OS's flags.
 pub(super) fn recv_args(
     buf: *mut c_void,
     cap: usize,
     flags: i32,
+    received_now: *mut usize,
 ) -> Result<libc::c_int, sock_status> {
+    // SAFETY: NULL or a size_t (C's promise).
+    unsafe { write_opt(received_now, 0) };
     if buf.is_null() {
         return Err(SOCK_FAULT);
     }

@@ -252,9 +252,7 @@ pub extern "C" fn sock_recv_from_async(
     received_now: *mut usize,
 ) -> sock_status {
     ffi_boundary! {
-        // SAFETY: NULL or a size_t (C's promise).
-        unsafe { write_opt(received_now, 0) };
-        let os_flags = match recv_args(buf, cap, flags) {
+        let os_flags = match recv_args(buf, cap, flags, received_now) {
             Ok(f) => f,
             Err(status) => return status,
         };

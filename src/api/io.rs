@@ -131,26 +131,22 @@ fn finish_send(
 }
 
 /// `sock_send`'s short path when it did not send everything (out of line,
-/// to keep the short one short): finishes the send it started, or runs
-/// the general path where it did not try (which also reports a bad
-/// handle).
+/// to keep the short one short): finishes the send it started (`rest`), or
+/// runs the general path where it did not try (`None`; that path also
+/// reports a bad handle).
 #[cold]
 #[inline(never)]
 fn send_not_sent(
     h: sock_handle,
-    fast: Option<FastOne<Box<Next>>>,
+    rest: Option<Box<Next>>,
     buf: *const c_void,
     len: usize,
     sent: *mut usize,
 ) -> sock_status {
     let one = &single(buf, len);
-    let outcome = match fast {
-        Some(FastOne::Other(rest)) => finish_send(*rest, one, len, sys::SEND_FLAGS_NONE),
-        Some(FastOne::NotTried) | None => {
-            send_checked(h, one, len, SOCK_MSG_NONE, std::ptr::null())
-        }
-        // Not reached: `sock_send` reports this case itself.
-        Some(FastOne::Sent) => (Ok(()), len),
+    let outcome = match rest {
+        Some(rest) => finish_send(*rest, one, len, sys::SEND_FLAGS_NONE),
+        None => send_checked(h, one, len, SOCK_MSG_NONE, std::ptr::null()),
     };
     finish(h, "send", outcome, sent)
 }
@@ -204,10 +200,11 @@ pub extern "C" fn sock_send(
             // whose outcome fits in a register: anything but "all sent" or
             // "not tried" comes back boxed, off the hot path.
             let one = single(buf, len);
-            let fast = table::with(h, |sock| io::send_fast_one(sock, &one, go_on_boxed));
-            let Some(FastOne::Sent) = fast else {
-                return send_not_sent(h, fast, buf, len, sent);
-            };
+            match table::with(h, |sock| io::send_fast_one(sock, &one, go_on_boxed)) {
+                Some(FastOne::Sent) => {}
+                Some(FastOne::Other(rest)) => return send_not_sent(h, Some(rest), buf, len, sent),
+                Some(FastOne::NotTried) | None => return send_not_sent(h, None, buf, len, sent),
+            }
             // SAFETY: `sent` is NULL or points to a size_t (C's promise).
             unsafe { write_opt(sent, len) };
             trace::op(h, "send", len, SOCK_OK);
